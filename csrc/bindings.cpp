@@ -1,0 +1,163 @@
+// bindings.cpp — the only file that includes pybind11: pylin._core.
+//
+// Adapts Python buffers (numpy arrays; pylin.kernels hands torch tensors over
+// as zero-copy numpy views) to the raw-pointer kernels.  Every size, dtype,
+// contiguity and byte length is checked here before a kernel touches memory,
+// and a mismatch raises ValueError naming it.  Kernels run without the GIL.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <sstream>
+#include <stdexcept>
+#include <string>
+
+#include "common/block_formats.h"
+#include "cpu/isa.h"
+#include "cpu/kernel_table.h"
+
+namespace py = pybind11;
+using namespace pylin;
+
+namespace {
+
+[[noreturn]] void fail(const std::string& msg) { throw py::value_error(msg); }
+
+std::string shape_str(const py::buffer_info& b) {
+    std::ostringstream s;
+    s << "(";
+    for (size_t i = 0; i < b.shape.size(); ++i) s << (i ? ", " : "") << b.shape[i];
+    s << (b.shape.size() == 1 ? ",)" : ")");
+    return s.str();
+}
+
+bool is_c_contiguous(const py::buffer_info& b) {
+    py::ssize_t expected = b.itemsize;
+    for (py::ssize_t i = b.ndim - 1; i >= 0; --i) {
+        if (b.shape[i] != 1 && b.strides[i] != expected) return false;
+        expected *= b.shape[i];
+    }
+    return true;
+}
+
+char float_kind(const py::buffer_info& b, const char* name) {
+    if (b.format == py::format_descriptor<float>::format() && b.itemsize == 4) return 'f';
+    if (b.format == py::format_descriptor<double>::format() && b.itemsize == 8) return 'd';
+    fail(std::string(name) + " must be float32 or float64, got buffer format '" + b.format + "'");
+}
+
+void require_2d(const py::buffer_info& b, const char* name, py::ssize_t rows, py::ssize_t cols) {
+    if (b.ndim != 2) fail(std::string(name) + " must be 2-D, got shape " + shape_str(b));
+    if (!is_c_contiguous(b)) fail(std::string(name) + " must be C-contiguous");
+    if ((rows >= 0 && b.shape[0] != rows) || (cols >= 0 && b.shape[1] != cols)) {
+        std::ostringstream s;
+        s << name << " has shape " << shape_str(b) << ", expected (" << (rows >= 0 ? std::to_string(rows) : "M")
+          << ", " << cols << ")";
+        fail(s.str());
+    }
+}
+
+QType checked_qtype(int qtype) {
+    if (!is_known_qtype(qtype)) fail("unknown or unsupported GGML quantization type id " + std::to_string(qtype));
+    return (QType)qtype;
+}
+
+// Checks the weight bytes hold exactly N rows of K weights; returns bytes per row.
+int64_t checked_row_bytes(const py::buffer_info& w, QType qtype, int64_t N, int64_t K) {
+    if (N <= 0 || K <= 0) fail("weight shape must be positive, got (" + std::to_string(N) + ", " + std::to_string(K) + ")");
+    const FormatInfo f = format_info(qtype);
+    if (K % f.block_size != 0)
+        fail("K = " + std::to_string(K) + " is not a multiple of the block size " + std::to_string(f.block_size) +
+             " of this format");
+    if (!is_c_contiguous(w)) fail("weight bytes must be C-contiguous");
+    const int64_t row_bytes = K / f.block_size * f.block_bytes;
+    const int64_t have = (int64_t)(w.size * w.itemsize);
+    if (have != N * row_bytes)
+        fail("weight buffer holds " + std::to_string(have) + " bytes, expected " + std::to_string(N * row_bytes) +
+             " for " + std::to_string(N) + " x " + std::to_string(K) + " weights");
+    return row_bytes;
+}
+
+int checked_threads(int n_threads) { return n_threads < 1 ? 1 : n_threads; }
+
+// y = x . w^T (transposed = true) or y = g . w (transposed = false).
+void run_matmul(bool transposed, py::buffer x_obj, py::buffer w_obj, int qtype_id, int64_t N, int64_t K,
+                py::buffer y_obj, int n_threads) {
+    const QType qtype = checked_qtype(qtype_id);
+    py::buffer_info w = w_obj.request();
+    py::buffer_info x = x_obj.request();
+    py::buffer_info y = y_obj.request(true);
+    const int64_t row_bytes = checked_row_bytes(w, qtype, N, K);
+    const char* xname = transposed ? "x" : "g";
+    const int64_t inner = transposed ? K : N, outer = transposed ? N : K;
+    require_2d(x, xname, -1, inner);
+    const int64_t M = x.shape[0];
+    if (M <= 0) fail(std::string(xname) + " has no rows (M = 0)");
+    require_2d(y, "out", M, outer);
+    const char kind = float_kind(x, xname);
+    if (float_kind(y, "out") != kind) fail("out must have the same dtype as " + std::string(xname));
+    if (x.ptr == y.ptr) fail("out must not alias the input");
+
+    MatmulArgs args{x.ptr, (const uint8_t*)w.ptr, y.ptr, M, N, K, row_bytes, qtype, checked_threads(n_threads)};
+    const KernelTable& table = kernel_table(active_isa());
+    MatmulFn fn = transposed ? (kind == 'f' ? table.matmul_t_f32 : table.matmul_t_f64)
+                             : (kind == 'f' ? table.matmul_f32 : table.matmul_f64);
+    py::gil_scoped_release release;
+    fn(args);
+}
+
+void dequantize(py::buffer w_obj, int qtype_id, int64_t N, int64_t K, py::buffer y_obj, int n_threads) {
+    const QType qtype = checked_qtype(qtype_id);
+    py::buffer_info w = w_obj.request();
+    py::buffer_info y = y_obj.request(true);
+    const int64_t row_bytes = checked_row_bytes(w, qtype, N, K);
+    require_2d(y, "out", N, K);
+    if (float_kind(y, "out") != 'f') fail("out must be float32");
+    py::gil_scoped_release release;
+    dequantize_rows((const uint8_t*)w.ptr, N, K, row_bytes, qtype, (float*)y.ptr, checked_threads(n_threads));
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+    m.doc() = "pylin native CPU kernels (see pylin.kernels for the documented API)";
+    m.def("matmul_t", [](py::buffer x, py::buffer w, int q, int64_t N, int64_t K, py::buffer y, int t) {
+        run_matmul(true, x, w, q, N, K, y, t);
+    }, "y = x . w^T into out", py::arg("x"), py::arg("w"), py::arg("qtype"), py::arg("n"), py::arg("k"),
+          py::arg("out"), py::arg("n_threads"));
+    m.def("matmul", [](py::buffer g, py::buffer w, int q, int64_t N, int64_t K, py::buffer y, int t) {
+        run_matmul(false, g, w, q, N, K, y, t);
+    }, "y = g . w into out", py::arg("g"), py::arg("w"), py::arg("qtype"), py::arg("n"), py::arg("k"),
+          py::arg("out"), py::arg("n_threads"));
+    m.def("dequantize", &dequantize, py::arg("w"), py::arg("qtype"), py::arg("n"), py::arg("k"), py::arg("out"),
+          py::arg("n_threads"));
+    m.def("format_info", [](int q) {
+        const FormatInfo f = format_info(checked_qtype(q));
+        return py::make_tuple(f.block_size, f.block_bytes);
+    });
+    m.def("supported_isas", &supported_isas);
+    m.def("active_isa", []() { return std::string(isa_name(active_isa())); });
+    m.def("set_isa", [](const std::string& name) {
+        try {
+            set_active_isa(name);
+        } catch (const std::invalid_argument& e) {
+            throw py::value_error(e.what());
+        }
+    });
+    py::dict info;
+    info["compiler"] = PYLIN_COMPILER;
+#ifdef _OPENMP
+    info["openmp"] = true;
+#else
+    info["openmp"] = false;
+#endif
+    py::list compiled;
+    compiled.append("generic");
+#ifdef PYLIN_HAVE_AVX2
+    compiled.append("avx2");
+#endif
+#ifdef PYLIN_HAVE_AVX512
+    compiled.append("avx512");
+#endif
+    info["isa_compiled"] = compiled;
+    m.attr("BUILD_INFO") = info;
+}

@@ -1,0 +1,170 @@
+"""pylin.kernels — products of float activations with GGUF-quantized weights, never dequantized in bulk.
+
+    matmul_t(x, w)  = x · wᵀ   x: (..., K), w: QTensor (N, K)  -> (..., N)   forward pass and JVPs
+    matmul(g, w)    = g · w    g: (..., N), w: QTensor (N, K)  -> (..., K)   VJPs
+    dequantize(w)   -> float32 array, bit-exact with gguf-py's gguf.quants.dequantize
+    quantize(x, qtype) -> QTensor (round-to-nearest, every supported format)
+
+Activations are float32 (float32 accumulation) or float64 (float64 accumulation, for exact
+verification); numpy arrays and CPU torch tensors are accepted and returned in kind, without copies.
+The CPU variant (generic / avx2 / avx512) is chosen from CPUID, forced by PYLIN_ISA or `set_isa`.
+Threads follow torch.get_num_threads() when torch is loaded, else OMP_NUM_THREADS.
+Tests: tests/test_matmul.py, tests/test_dequantize.py, tests/test_quantize.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from . import _core
+from .qtensor import QTensor, qtype_name, row_nbytes
+
+_QTYPE_IDS = {
+    "F32": 0, "F16": 1, "Q4_0": 2, "Q4_1": 3, "Q5_0": 6, "Q5_1": 7, "Q8_0": 8,
+    "Q2_K": 10, "Q3_K": 11, "Q4_K": 12, "Q5_K": 13, "Q6_K": 14, "BF16": 30,
+}  # fmt: skip
+
+
+def num_threads() -> int:
+    """Threads the kernels use: torch's setting when torch is loaded, else OMP_NUM_THREADS or all cores."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        return max(1, torch.get_num_threads())
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    return max(1, int(env)) if env.isdigit() else (os.cpu_count() or 1)
+
+
+# ---- ISA variants -------------------------------------------------------------------------------
+
+
+def available_isas() -> list[str]:
+    """CPU kernel variants this build contains and this CPU can run, e.g. ['generic', 'avx2', 'avx512']."""
+    return list(_core.supported_isas())
+
+
+def isa() -> str:
+    """The variant in use now."""
+    return str(_core.active_isa())
+
+
+def set_isa(name: str) -> None:
+    """Force a variant ('generic', 'avx2', 'avx512') or go back to the best one ('auto')."""
+    _core.set_isa(name)
+
+
+@contextlib.contextmanager
+def use_isa(name: str) -> Iterator[None]:
+    """Run a block with one variant forced, restoring the previous one after."""
+    previous = isa()
+    set_isa(name)
+    try:
+        yield
+    finally:
+        set_isa(previous)
+
+
+# ---- array adaptation ---------------------------------------------------------------------------
+
+
+def _host_view(a: Any, name: str) -> tuple[np.ndarray, bool]:
+    """(numpy view, was_torch). Refuses non-float, non-contiguous or device arrays with a ValueError."""
+    is_torch = type(a).__module__.startswith("torch")
+    if is_torch:
+        if a.device.type != "cpu":
+            raise ValueError(f"{name} is on {a.device}; the CPU kernels need a CPU tensor")
+        a = a.detach().numpy() if a.dtype.is_floating_point and a.dtype.itemsize >= 4 else a.detach()
+        if not isinstance(a, np.ndarray):
+            raise ValueError(f"{name} must be float32 or float64, got {a.dtype}")
+    elif not isinstance(a, np.ndarray):
+        raise ValueError(f"{name} must be a numpy array or a torch tensor, got {type(a).__name__}")
+    if a.dtype not in (np.float32, np.float64):
+        raise ValueError(f"{name} must be float32 or float64, got {a.dtype}")
+    if not a.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous (call .contiguous() / np.ascontiguousarray)")
+    return a, is_torch
+
+
+def _empty_like_kind(shape: tuple[int, ...], dtype: np.dtype, as_torch: bool) -> tuple[Any, np.ndarray]:
+    if as_torch:
+        import torch
+
+        t = torch.empty(shape, dtype=torch.float32 if dtype == np.float32 else torch.float64)
+        return t, t.numpy()
+    arr = np.empty(shape, dtype=dtype)
+    return arr, arr
+
+
+def _check_weight(w: Any) -> QTensor:
+    if not isinstance(w, QTensor):
+        raise ValueError(f"w must be a pylin.QTensor, got {type(w).__name__}")
+    if len(w.shape) != 2:
+        raise ValueError(f"w must be a 2-D weight (N, K), got shape {w.shape}")
+    return w
+
+
+def _product(transposed: bool, x: Any, w: Any, out: Any | None) -> Any:
+    w = _check_weight(w)
+    if getattr(x, "is_cuda", False):
+        from . import cuda
+
+        return cuda.matmul(transposed, x, w, out)
+    name = "x" if transposed else "g"
+    xa, is_torch = _host_view(x, name)
+    n, k = w.shape
+    inner, outer = (k, n) if transposed else (n, k)
+    if xa.ndim < 1 or xa.shape[-1] != inner:
+        raise ValueError(f"{name} has shape {xa.shape}; its last dimension must be {inner} for w of shape {w.shape}")
+    lead = xa.shape[:-1]
+    m = int(np.prod(lead, dtype=np.int64))
+    if m == 0:
+        raise ValueError(f"{name} has no rows (shape {xa.shape})")
+    if out is None:
+        result, out_view = _empty_like_kind((*lead, outer), xa.dtype, is_torch)
+    else:
+        result = out
+        out_view, _ = _host_view(out, "out")
+        if out_view.shape != (*lead, outer) or out_view.dtype != xa.dtype:
+            raise ValueError(f"out must be {xa.dtype} of shape {(*lead, outer)}, got {out_view.dtype} {out_view.shape}")
+    fn = _core.matmul_t if transposed else _core.matmul
+    fn(xa.reshape(m, inner), w.data, _QTYPE_IDS[w.qtype], n, k, out_view.reshape(m, outer), num_threads())
+    return result
+
+
+def matmul_t(x: Any, w: QTensor, out: Any | None = None) -> Any:
+    """x · wᵀ for x of shape (..., K) and a quantized w of shape (N, K); returns (..., N) like x."""
+    return _product(True, x, w, out)
+
+
+def matmul(g: Any, w: QTensor, out: Any | None = None) -> Any:
+    """g · w for g of shape (..., N) and a quantized w of shape (N, K); returns (..., K) like g."""
+    return _product(False, g, w, out)
+
+
+def dequantize(w: QTensor) -> np.ndarray:
+    """float32 values of w, shaped like w; bit-exact with gguf.quants.dequantize."""
+    if not isinstance(w, QTensor):
+        raise ValueError(f"dequantize needs a pylin.QTensor, got {type(w).__name__}")
+    out = np.empty(w.shape, dtype=np.float32)
+    _core.dequantize(w.data, _QTYPE_IDS[w.qtype], w.n_rows, w.k, out.reshape(w.n_rows, w.k), num_threads())
+    return out
+
+
+def quantize(x: Any, qtype: str) -> QTensor:
+    """Quantize float32 rows (shape (..., K)) into `qtype` with round-to-nearest; returns a QTensor."""
+    name = qtype_name(qtype)
+    xa, _ = _host_view(x, "x")
+    if xa.dtype != np.float32:
+        raise ValueError(f"quantize needs float32 input, got {xa.dtype}")
+    if xa.ndim < 1 or xa.size == 0:
+        raise ValueError(f"cannot quantize an empty array of shape {xa.shape}")
+    k = xa.shape[-1]
+    rows = xa.size // k
+    data = np.empty(rows * row_nbytes(name, k), dtype=np.uint8)
+    _core.quantize(xa.reshape(rows, k), _QTYPE_IDS[name], data, num_threads())
+    return QTensor(data, name, xa.shape)
