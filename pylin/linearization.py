@@ -1,0 +1,357 @@
+"""A model frozen at one input: the detached Jacobian as a batched linear operator.
+
+    lin = model.linearize("The bridge out of Marin is the")
+    lin.jvp(V)            # (B, n, d) -> (B, d_out)      tangents through the frozen network
+    lin.vjp(U)            # (B, d_out) -> (B, n, d)      cotangents back to every input token
+    lin.jacobian()        # (d_out, n, d), assembled from chunked VJPs
+    lin.reconstruction()  # sum_j J_j x*_j against y: the exactness the product promises
+
+The forward pass runs once at X* and records every frozen coefficient (linearization.md);
+after that the map is exactly linear and costs only products with Wv, Wo, Wu and Wd.
+Tests: tests/test_linearization.py.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from . import kernels
+from .frozen_layers import FrozenLayer, layer_jvp, layer_vjp
+from .sites import InputSite, OutputSite, parse_input, parse_output
+
+DEFAULT_MEMORY_BUDGET = 1 << 30  # bytes of tangent/cotangent activations alive per chunk
+
+
+@dataclass(frozen=True)
+class Reconstruction:
+    """How well the linear system reproduces the model's output y."""
+
+    rel_error: float  # ||ŷ - y|| / ||y||
+    r2: float  # 1 - ||ŷ - y||² / ||y - mean(y)||²
+    max_abs_error: float
+    y_norm: float
+    method: str  # "jvp" (one JVP with X* as tangent) or "jacobian" (sum_j J_j x*_j)
+
+    def __str__(self) -> str:
+        return f"reconstruction ({self.method}): relative error {self.rel_error:.3e}, R² = {self.r2:.9f}"
+
+
+def reconstruction_error(y_hat: torch.Tensor, y: torch.Tensor, method: str) -> Reconstruction:
+    y64, diff = y.double(), (y_hat.double() - y.double())
+    sse = float(diff.square().sum())
+    sst = float((y64 - y64.mean()).square().sum())
+    y_norm = float(y64.norm())
+    return Reconstruction(
+        rel_error=math.sqrt(sse) / y_norm if y_norm > 0 else math.sqrt(sse),
+        r2=1.0 - sse / sst if sst > 0 else float("nan"),
+        max_abs_error=float(diff.abs().max()),
+        y_norm=y_norm,
+        method=method,
+    )
+
+
+def parse_memory(budget: int | str | None) -> int:
+    """Bytes from an int or a string like '512MiB' / '2GiB' / '1.5GB'."""
+    if budget is None:
+        return DEFAULT_MEMORY_BUDGET
+    if isinstance(budget, int):
+        if budget <= 0:
+            raise ValueError(f"memory budget must be positive, got {budget}")
+        return budget
+    units = {"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40, "kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12, "b": 1}
+    text = str(budget).strip().lower().replace(" ", "")
+    for unit, factor in units.items():
+        if text.endswith(unit):
+            try:
+                return int(float(text[: -len(unit)]) * factor)
+            except ValueError:
+                break
+    raise ValueError(f"cannot read memory budget {budget!r}; use bytes or e.g. '512MiB', '8GiB'")
+
+
+def _token_ids(model: Any, text_or_ids: Any) -> list[int]:
+    if isinstance(text_or_ids, str):
+        if not text_or_ids.strip():
+            raise ValueError("the prompt is empty")
+        ids = list(model.tokenize(text_or_ids))
+    elif isinstance(text_or_ids, torch.Tensor):
+        ids = [int(i) for i in text_or_ids.reshape(-1).tolist()]
+    else:
+        ids = [int(i) for i in text_or_ids]
+    if not ids:
+        raise ValueError("the prompt has no tokens")
+    vocab = model.weights.token_embd.shape[0]
+    bad = [i for i in ids if not 0 <= i < vocab]
+    if bad:
+        raise ValueError(f"token ids {bad[:5]} are outside the vocabulary (0..{vocab - 1})")
+    return ids
+
+
+class Linearization:
+    """The detached Jacobian of `model` at one input, as a batched linear operator."""
+
+    def __init__(
+        self,
+        model: Any,
+        text_or_ids: Any,
+        *,
+        output: str = "final",
+        wrt: str = "embed",
+        normed: bool = False,
+        memory_budget: int | str | None = None,
+    ) -> None:
+        cfg = model.config
+        self.model = model
+        self.tokens = _token_ids(model, text_or_ids)
+        self.output_site: OutputSite = parse_output(output, model.n_layers, model.weights.lm_head.shape[0])
+        self.input_site: InputSite = parse_input(wrt, model.n_layers)
+        if self.input_site.layer > self.output_site.layer:
+            raise ValueError(
+                f"wrt={wrt!r} starts after output={output!r}: the output must be at or after the input layer"
+            )
+        self.normed = bool(normed) and self.output_site.kind not in ("final", "logit")
+        self.memory_budget = parse_memory(memory_budget)
+        self.dtype: torch.dtype = model.dtype
+
+        embedded = model.embed(self.tokens)
+        self.forward_result = model.forward(embedded, record=True)
+        self.records = self.forward_result.layers
+        self.x: torch.Tensor = embedded if self.input_site.layer == 0 else self.records[self.input_site.layer].resid_pre
+        self.layers = [
+            FrozenLayer(model.weights.layers[i], self.records[i], cfg.n_heads, cfg.n_kv_heads, cfg.head_dim)
+            for i in range(model.n_layers)
+        ]
+        hidden_last = self.forward_result.hidden[-1]
+        self.logits: torch.Tensor = kernels.matmul_t(hidden_last[None].contiguous(), model.weights.lm_head)[0]
+        self._head_row = self._logit_row()
+        self._out_scale, self._out_weight = self._output_norm()
+        self.output: torch.Tensor = self._site_value()
+        self._jacobian: torch.Tensor | None = None
+
+    # ---- descriptive attributes -----------------------------------------------------------------
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.tokens)
+
+    @property
+    def d_in(self) -> int:
+        return int(self.x.shape[-1])
+
+    @property
+    def d_out(self) -> int:
+        return 1 if self.output_site.kind == "logit" else self.model.d_model
+
+    @property
+    def wrt(self) -> str:
+        return self.input_site.name
+
+    @property
+    def token_strings(self) -> list[str]:
+        return [self.model.decode([t]) for t in self.tokens]
+
+    @property
+    def next_token(self) -> tuple[int, str]:
+        token = int(torch.argmax(self.logits))
+        return token, self.model.decode([token])
+
+    def __repr__(self) -> str:
+        return (
+            f"Linearization({self.model.arch}, {self.n_tokens} tokens, output={self.output_site.name!r}"
+            f"{' (normed)' if self.normed else ''}, wrt={self.wrt!r}, d_out={self.d_out}, d_in={self.d_in})"
+        )
+
+    # ---- the output site --------------------------------------------------------------------------
+
+    def _logit_row(self) -> torch.Tensor | None:
+        if self.output_site.kind != "logit":
+            return None
+        tid = self.output_site.token_id
+        row = self.model.weights.lm_head.rows(tid, tid + 1).dequantize()
+        return torch.from_numpy(row).to(self.dtype)[0]
+
+    def _output_norm(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The frozen final-norm scale and weight applied after the site (None for raw sites)."""
+        final_weight = self.model.weights.final_norm
+        if self.output_site.kind in ("final", "logit"):
+            return self.forward_result.final_norm_scale[-1], final_weight
+        if not self.normed:
+            return None, None
+        v = self._raw_site_value()
+        scale = torch.rsqrt(v.pow(2).mean(-1, keepdim=True) + self.model.config.norm_eps)
+        return scale, final_weight
+
+    def _raw_site_value(self) -> torch.Tensor:
+        record = self.records[self.output_site.layer]
+        return getattr(record, self.output_site.kind)[-1]
+
+    def _site_value(self) -> torch.Tensor:
+        kind = self.output_site.kind
+        if kind == "final":
+            return self.forward_result.hidden[-1]
+        if kind == "logit":
+            return self.logits[self.output_site.token_id : self.output_site.token_id + 1]
+        v = self._raw_site_value()
+        return (v * self._out_scale) * self._out_weight if self.normed else v
+
+    def _head(self, t: torch.Tensor) -> torch.Tensor:
+        """Site vector tangent (B, d) -> output tangent (B, d_out)."""
+        if self._out_scale is not None:
+            t = (t * self._out_scale) * self._out_weight
+        return t @ self._head_row[:, None] if self._head_row is not None else t
+
+    def _head_transposed(self, u: torch.Tensor) -> torch.Tensor:
+        if self._head_row is not None:
+            u = u * self._head_row
+        if self._out_scale is not None:
+            u = (u * self._out_scale) * self._out_weight
+        return u
+
+    # ---- argument checks ----------------------------------------------------------------------------
+
+    def _check_tokens(self, tokens: Sequence[int] | int | None) -> list[int] | None:
+        if tokens is None:
+            return None
+        if isinstance(tokens, int):
+            tokens = [tokens]
+        out = []
+        for t in tokens:
+            j = int(t) + self.n_tokens if int(t) < 0 else int(t)
+            if not 0 <= j < self.n_tokens:
+                raise ValueError(f"token index {t} is out of range for a {self.n_tokens}-token input")
+            out.append(j)
+        if not out:
+            raise ValueError("tokens= is empty")
+        if len(set(out)) != len(out):
+            raise ValueError(f"tokens= has repeated indices: {list(tokens)}")
+        return out
+
+    def _check_array(self, a: Any, name: str, trailing: tuple[int, ...]) -> torch.Tensor:
+        if not isinstance(a, torch.Tensor):
+            raise ValueError(f"{name} must be a torch tensor, got {type(a).__name__}")
+        if a.dtype != self.dtype:
+            raise ValueError(f"{name} has dtype {a.dtype}; this linearization runs in {self.dtype}")
+        if a.dim() != len(trailing) + 1 or tuple(a.shape[1:]) != trailing:
+            raise ValueError(f"{name} has shape {tuple(a.shape)}, expected (B, {', '.join(map(str, trailing))})")
+        if a.shape[0] == 0:
+            raise ValueError(f"{name} has an empty batch")
+        return a
+
+    def _chunk(self, n_positions: int) -> int:
+        """Tangents per chunk so that the live activations stay under the memory budget."""
+        cfg = self.model.config
+        width = 4 * cfg.d_model + 3 * cfg.d_ff + 3 * cfg.n_heads * cfg.head_dim
+        per_vector = max(1, n_positions * width * torch.finfo(self.dtype).bits // 8)
+        return max(1, self.memory_budget // per_vector)
+
+    # ---- the linear map ----------------------------------------------------------------------------
+
+    def _layer_range(self) -> range:
+        return range(self.input_site.layer, self.output_site.layer + 1)
+
+    def _stop_at(self) -> str:
+        return self.output_site.kind if self.output_site.kind in ("attn_out", "mlp_out") else "resid_post"
+
+    def _jvp_chunk(self, t: torch.Tensor, start: int) -> torch.Tensor:
+        last = self.output_site.layer
+        for i in self._layer_range():
+            t = layer_jvp(self.layers[i], t, start, self._stop_at() if i == last else "resid_post", i == last)
+        return self._head(t[:, -1])
+
+    def _vjp_chunk(self, u: torch.Tensor, start: int) -> torch.Tensor:
+        last = self.output_site.layer
+        g = self._head_transposed(u)[:, None, :]
+        for i in reversed(self._layer_range()):
+            g = layer_vjp(self.layers[i], g, start, self._stop_at() if i == last else "resid_post", i == last)
+        return g
+
+    @torch.no_grad()
+    def jvp(self, V: torch.Tensor, tokens: Sequence[int] | int | None = None) -> torch.Tensor:
+        """J·V for tangents V of shape (B, n, d_in), or (B, len(tokens), d_in) on just those tokens."""
+        sel = self._check_tokens(tokens)
+        V = self._check_array(V, "V", (self.n_tokens if sel is None else len(sel), self.d_in))
+        start = 0 if sel is None else min(sel)
+        p = self.n_tokens - start
+        out = torch.empty(V.shape[0], self.d_out, dtype=self.dtype)
+        step = self._chunk(p)
+        for b0 in range(0, V.shape[0], step):
+            chunk = V[b0 : b0 + step]
+            if sel is None:
+                t = chunk.contiguous()
+            else:
+                t = torch.zeros(chunk.shape[0], p, self.d_in, dtype=self.dtype)
+                t[:, [j - start for j in sel]] = chunk
+            out[b0 : b0 + step] = self._jvp_chunk(t, start)
+        return out
+
+    @torch.no_grad()
+    def vjp(self, U: torch.Tensor, tokens: Sequence[int] | int | None = None) -> torch.Tensor:
+        """Jᵀ·U for cotangents U of shape (B, d_out): (B, n, d_in), or (B, len(tokens), d_in)."""
+        sel = self._check_tokens(tokens)
+        U = self._check_array(U, "U", (self.d_out,))
+        start = 0 if sel is None else min(sel)
+        p = self.n_tokens - start
+        rows = list(range(self.n_tokens)) if sel is None else sel
+        out = torch.empty(U.shape[0], len(rows), self.d_in, dtype=self.dtype)
+        step = self._chunk(p)
+        for b0 in range(0, U.shape[0], step):
+            g = self._vjp_chunk(U[b0 : b0 + step], start)
+            out[b0 : b0 + step] = g[:, [j - start for j in rows]]
+        return out
+
+    def jacobian(self, tokens: Sequence[int] | int | None = None, *, progress: bool | None = None) -> torch.Tensor:
+        """The detached Jacobian (d_out, n, d_in), or (d_out, len(tokens), d_in), from chunked VJPs."""
+        sel = self._check_tokens(tokens)
+        start = 0 if sel is None else min(sel)
+        n_rows = self.n_tokens if sel is None else len(sel)
+        J = torch.empty(self.d_out, n_rows, self.d_in, dtype=self.dtype)
+        step = max(1, min(self._chunk(self.n_tokens - start), 256))
+        chunks = range(0, self.d_out, step)
+        if progress is None:
+            progress = len(chunks) > 8
+        if progress:
+            from tqdm.auto import tqdm
+
+            chunks = tqdm(chunks, desc="jacobian", unit="chunk", leave=False)
+        eye = torch.eye(self.d_out, dtype=self.dtype)
+        for r0 in chunks:
+            J[r0 : r0 + step] = self.vjp(eye[r0 : r0 + step], tokens=sel)
+        if sel is None:
+            self._jacobian = J
+        return J
+
+    # ---- exactness -----------------------------------------------------------------------------------
+
+    def reconstruction(self, method: str = "auto") -> Reconstruction:
+        """Σ_j J_j x*_j against y: one JVP with X* as tangent, or from J when it has been assembled."""
+        if method not in ("auto", "jvp", "jacobian"):
+            raise ValueError(f"method must be 'auto', 'jvp' or 'jacobian', got {method!r}")
+        if method == "jacobian" or (method == "auto" and self._jacobian is not None):
+            J = self._jacobian if self._jacobian is not None else self.jacobian()
+            y_hat = torch.einsum("onj,nj->o", J, self.x)
+            return reconstruction_error(y_hat, self.output, "jacobian")
+        y_hat = self.jvp(self.x[None].contiguous())[0]
+        return reconstruction_error(y_hat, self.output, "jvp")
+
+    def nonlinear_jacobian(self) -> torch.Tensor:
+        """The ordinary Jacobian (no detaching) by autograd on dequantized weights: small models only."""
+        from . import reference
+
+        return reference.jacobian(self.model, self.tokens, output=self.output_site.name, wrt=self.wrt,
+                                  normed=self.normed, detach=False)
+
+    def svd(self, k: int = 8, token: int | str = -1, **kwargs: Any) -> Any:
+        """Top-k SVD of a Jacobian block, matrix-free by default (see pylin.svd.svd)."""
+        from .svd import svd
+
+        return svd(self, k=k, token=token, **kwargs)
+
+
+def linearize(model: Any, text_or_ids: Any, **kwargs: Any) -> Linearization:
+    """Freeze `model` at this input and return its detached Jacobian as a linear operator."""
+    return Linearization(model, text_or_ids, **kwargs)

@@ -1,0 +1,81 @@
+"""Named places in the network where a linearization starts (wrt) and ends (output).
+
+Names follow TransformerLens hooks:
+    output: "final" | "logit:<token id>" | "blocks.{i}.resid_post" | "blocks.{i}.attn_out" | "blocks.{i}.mlp_out"
+    wrt:    "embed" | "blocks.{i}.resid_pre"
+Every output is taken at the last token.  Tests: tests/test_linearization.py (bad names, ranges).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_BLOCK_SITE = re.compile(r"^blocks\.(-?\d+)\.(resid_post|attn_out|mlp_out|resid_pre)$")
+OUTPUT_KINDS = ("final", "logit", "resid_post", "attn_out", "mlp_out")
+
+
+@dataclass(frozen=True)
+class OutputSite:
+    kind: str  # one of OUTPUT_KINDS
+    layer: int  # the layer whose output it is (n_layers - 1 for final / logit)
+    token_id: int | None = None  # for kind == "logit"
+
+    @property
+    def name(self) -> str:
+        if self.kind == "final":
+            return "final"
+        if self.kind == "logit":
+            return f"logit:{self.token_id}"
+        return f"blocks.{self.layer}.{self.kind}"
+
+
+@dataclass(frozen=True)
+class InputSite:
+    layer: int  # the first layer the linear map runs through (0 for "embed")
+
+    @property
+    def name(self) -> str:
+        return "embed" if self.layer == 0 else f"blocks.{self.layer}.resid_pre"
+
+
+def _layer_index(text: str, n_layers: int, site: str) -> int:
+    i = int(text)
+    if i < 0:
+        i += n_layers
+    if not 0 <= i < n_layers:
+        raise ValueError(f"site {site!r}: layer {text} is out of range for a model with {n_layers} layers")
+    return i
+
+
+def parse_output(site: str, n_layers: int, vocab_size: int) -> OutputSite:
+    """Parse an output site name; raise ValueError naming the problem."""
+    if not isinstance(site, str):
+        raise ValueError(f"output site must be a string, got {type(site).__name__}")
+    if site == "final":
+        return OutputSite("final", n_layers - 1)
+    if site.startswith("logit:"):
+        text = site.split(":", 1)[1]
+        if not text.lstrip("-").isdigit():
+            raise ValueError(f"output site {site!r}: expected 'logit:<token id>'")
+        token = int(text)
+        if not 0 <= token < vocab_size:
+            raise ValueError(f"output site {site!r}: token id {token} outside the vocabulary (0..{vocab_size - 1})")
+        return OutputSite("logit", n_layers - 1, token)
+    match = _BLOCK_SITE.match(site)
+    if match is None or match.group(2) == "resid_pre":
+        raise ValueError(
+            f"unknown output site {site!r}; expected 'final', 'logit:<id>', 'blocks.<i>.resid_post', "
+            "'blocks.<i>.attn_out' or 'blocks.<i>.mlp_out'"
+        )
+    return OutputSite(match.group(2), _layer_index(match.group(1), n_layers, site))
+
+
+def parse_input(site: str, n_layers: int) -> InputSite:
+    """Parse a wrt (input) site name; raise ValueError naming the problem."""
+    if site == "embed":
+        return InputSite(0)
+    match = _BLOCK_SITE.match(site) if isinstance(site, str) else None
+    if match is None or match.group(2) != "resid_pre":
+        raise ValueError(f"unknown input site {site!r}; expected 'embed' or 'blocks.<i>.resid_pre'")
+    return InputSite(_layer_index(match.group(1), n_layers, site))
