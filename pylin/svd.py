@@ -1,0 +1,391 @@
+"""pylin.svd — top-k SVD of a detached Jacobian without forming it (matrix-free, batched JVP/VJP).
+
+    res = pylin.svd.svd(lin, k=8, token=-1)        # J_n, the last input token's block (d_out × d_in)
+    res = pylin.svd.svd(lin, k=8, token="all")     # every J_j: U (n, d_out, k), S (n, k), Vh (n, k, d_in)
+    res = pylin.svd.svd(lin, k=8, token="concat")  # the concatenated J = [J_1 … J_n]: Vh (k, n·d_in)
+    res.decode()                                    # singular vectors as tokens (pylin.decoding)
+
+`op` is anything with `jvp(V, tokens=None)`, `vjp(U, tokens=None)`, `n_tokens`, `d_in`, `d_out`, `dtype`
+(a `pylin.Linearization`, or `tests/fake_linearization.py`), and optionally `jacobian(tokens=...)`
+(used by `method="exact"`) and `output` (y: singular pairs are signed so that ⟨u, y⟩ ≥ 0).
+
+Methods (each pass over J is ONE batched JVP or VJP of l = k + oversample vectors):
+- "krylov" (default, "auto"): block Lanczos bidiagonalization with full re-orthogonalization, i.e. the
+  block Krylov method of Halko, Martinsson & Tropp 2011 §4.4–4.5 / Musco & Musco 2015: the Rayleigh–Ritz
+  space is every block seen so far, so q iterations give a (q+1)·l-dimensional space for the cost of
+  q+1 JVP batches and q+1 VJP batches.  With `power_iters=None` it iterates until the top-k Ritz values
+  stop moving (relative change < `tol`), at most `max_iters` times.
+- "randomized": the HMT range finder with oversampling and q power (subspace) iterations, orthonormalized
+  after every product (HMT 2011, Algorithm 4.4), Rayleigh–Ritz on the last block only.
+- "exact": forms J (`op.jacobian`, else one VJP batch with the identity) and calls torch.linalg.svd.
+
+All three start on the output side (Ω is d_out × l, the first product is Jᵀ Ω) because one VJP batch
+yields Jᵀ Ω for every input token at once: with `token="all"`, the first pass costs one VJP for all n
+blocks; later passes use per-token JVPs/VJPs (`tokens=[j]`), which by causality only touch positions ≥ j.
+Deterministic for a seed (Ω comes from a seeded CPU generator).  Tests: tests/test_svd.py.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+
+Token = int | Sequence[int] | Literal["all", "concat"]
+Method = Literal["auto", "krylov", "randomized", "exact"]
+
+__all__ = ["SVDResult", "svd", "principal_angles", "subspace_angles"]
+
+
+@dataclass
+class SVDResult:
+    """Top-k singular triplets of one Jacobian block (or of several, stacked on a leading token axis).
+
+    For one token: U (d_out, k), S (k,), Vh (k, d_in).  For `token="all"` or a list of tokens:
+    U (m, d_out, k), S (m, k), Vh (m, k, d_in), one row per token in `tokens`.  For `"concat"`:
+    Vh (k, n·d_in); `vh_blocks()` reshapes it to (k, n, d_in).  n_jvp / n_vjp count passes over J
+    (each a batch of `block_size` vectors per token).
+    """
+
+    U: torch.Tensor
+    S: torch.Tensor
+    Vh: torch.Tensor
+    token: int | str | list[int]
+    tokens: list[int]
+    method: str
+    k: int
+    block_size: int = 0
+    iterations: int = 0
+    n_jvp: int = 0
+    n_vjp: int = 0
+    seed: int = 0
+    converged: bool = True
+    op: Any = field(default=None, repr=False, compare=False)
+
+    @property
+    def stacked(self) -> bool:
+        """True when U/S/Vh carry a leading token axis (token="all" or a list of tokens)."""
+        return self.S.dim() == 2
+
+    def vh_blocks(self) -> torch.Tensor:
+        """For "concat": Vh as (k, n, d_in), each right singular vector split per input token."""
+        if self.token != "concat":
+            raise ValueError("vh_blocks() is for token='concat' results")
+        return self.Vh.reshape(self.k, len(self.tokens), -1)
+
+    def decode(self, lin: Any = None, top: int = 5) -> Any:
+        """Singular vectors as tokens (pylin.decoding.decode_svd); `lin` defaults to the operator."""
+        from .decoding import decode_svd
+
+        return decode_svd(self, lin if lin is not None else self.op, top=top)
+
+    def __str__(self) -> str:
+        s = self.S.detach().cpu().double()
+        what = f"token {self.token}" if isinstance(self.token, int) else f"token={self.token!r}"
+        rows = [
+            f"SVD of J ({what}, k={self.k}, method={self.method}, {self.n_jvp} JVP + {self.n_vjp} VJP passes)"
+        ]
+        if s.dim() == 1:
+            rows.append("  S = " + "  ".join(f"{v:.4g}" for v in s.tolist()))
+        else:
+            for t, row in zip(self.tokens, s.tolist(), strict=True):
+                rows.append(f"  token {t:>3}: S = " + "  ".join(f"{v:.4g}" for v in row))
+        return "\n".join(rows)
+
+
+# ---- operators: J (or its blocks) as stacked matvecs ---------------------------------------------
+# Every algorithm below works on P independent problems at once ("stacked"): matvec maps (P, d_in, l)
+# to (P, d_out, l), rmatvec maps (P, d_out, l) to (P, d_in, l), and rmatvec_shared maps one (d_out, l)
+# block to all P problems — the single VJP batch that serves every token.
+
+
+@dataclass
+class _Stacked:
+    matvec: Callable[[torch.Tensor], torch.Tensor]
+    rmatvec: Callable[[torch.Tensor], torch.Tensor]
+    rmatvec_shared: Callable[[torch.Tensor], torch.Tensor]
+    P: int
+    d_in: int
+    d_out: int
+
+
+def _token_operator(op: Any, tokens: list[int], progress: bool) -> _Stacked:
+    """Blocks J_j for j in `tokens`: per-token JVP/VJP batches (`tokens=[j]`: by causality they touch only
+    positions ≥ j), and one shared VJP batch for the first pass."""
+    P = len(tokens)
+
+    def loop(items: list[int]) -> Any:
+        if progress and len(items) > 1:
+            from tqdm.auto import tqdm
+
+            return tqdm(items, leave=False, desc="per-token passes")
+        return items
+
+    def matvec(X: torch.Tensor) -> torch.Tensor:  # X: (P, d_in, l) -> (P, d_out, l)
+        return torch.stack([op.jvp(X[p].T.unsqueeze(1), tokens=[tokens[p]]).T for p in loop(list(range(P)))])
+
+    def rmatvec(Y: torch.Tensor) -> torch.Tensor:  # Y: (P, d_out, l) -> (P, d_in, l)
+        return torch.stack([op.vjp(Y[p].T, tokens=[tokens[p]])[:, 0, :].T for p in loop(list(range(P)))])
+
+    def rmatvec_shared(Om: torch.Tensor) -> torch.Tensor:  # Om: (d_out, l) -> (P, d_in, l)
+        W = op.vjp(Om.T, tokens=tokens)  # (l, P, d_in)
+        return W.permute(1, 2, 0)
+
+    return _Stacked(matvec, rmatvec, rmatvec_shared, P, op.d_in, op.d_out)
+
+
+def _concat_operator(op: Any) -> _Stacked:
+    """The concatenated J (d_out × n·d_in) as a single problem."""
+    n, d = op.n_tokens, op.d_in
+
+    def matvec(X: torch.Tensor) -> torch.Tensor:  # (1, n·d, l)
+        return op.jvp(X[0].T.reshape(-1, n, d)).T.unsqueeze(0)
+
+    def rmatvec(Y: torch.Tensor) -> torch.Tensor:  # (1, d_out, l)
+        return op.vjp(Y[0].T).reshape(Y.shape[-1], n * d).T.unsqueeze(0)
+
+    return _Stacked(matvec, rmatvec, lambda Om: rmatvec(Om.unsqueeze(0)), 1, n * d, op.d_out)
+
+
+# ---- linear algebra helpers --------------------------------------------------------------------
+
+
+def _orth(Y: torch.Tensor, against: torch.Tensor | None, gen: torch.Generator) -> torch.Tensor:
+    """Orthonormal basis of the columns of Y (P, m, l), orthogonal to `against` (P, m, r) if given.
+
+    Classical Gram–Schmidt applied twice ("twice is enough", Giraud et al. 2005) then QR.  Columns that
+    vanish after projection (the Krylov space is exhausted, or J is rank-deficient) are replaced by fresh
+    random directions so the basis stays orthonormal; they add nothing but cost nothing either.
+    """
+    Y = Y.clone()
+    norms0 = torch.linalg.vector_norm(Y, dim=1).clamp_min(torch.finfo(Y.dtype).tiny)
+    for _ in range(2):
+        if against is not None:
+            Y = Y - against @ (against.mT @ Y)
+    eps = torch.finfo(Y.dtype).eps
+    weak = torch.linalg.vector_norm(Y, dim=1) < 64 * eps * norms0 * math.sqrt(Y.shape[1])
+    if bool(weak.any()):
+        R = torch.randn(Y.shape, generator=gen, dtype=torch.float64).to(Y)
+        Y = torch.where(weak.unsqueeze(1), R, Y)
+        for _ in range(2):
+            if against is not None:
+                Y = Y - against @ (against.mT @ Y)
+    Q, _ = torch.linalg.qr(Y)
+    if against is not None:  # one more pass: QR mixes columns, re-project what rounding let back in
+        Q = Q - against @ (against.mT @ Q)
+        Q, _ = torch.linalg.qr(Q)
+    return Q
+
+
+def _rayleigh_ritz(
+    B: torch.Tensor, Q: torch.Tensor, k: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """J ≈ B Qᵀ with B = J Q (P, d_out, r), Q (P, d_in, r) orthonormal: SVD of the small B (in float64)."""
+    Ub, S, Wh = torch.linalg.svd(B.double(), full_matrices=False)
+    U = Ub[..., :k].to(B.dtype)
+    Vh = (Wh[..., :k, :].to(B.dtype)) @ Q.mT
+    return U, S[..., :k].to(B.dtype), Vh
+
+
+def _sign_fix(U: torch.Tensor, Vh: torch.Tensor, y: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fix the sign of each singular pair (u, v) → (±u, ±v), so results are comparable across methods.
+
+    With y known, ⟨u, y⟩ ≥ 0 (the paper decodes U with the sign aligned to the output); otherwise the
+    largest-magnitude entry of u is positive.
+    """
+    if y is not None and y.numel() == U.shape[-2] and bool(torch.any(y != 0)):
+        s = torch.sign(torch.einsum("...dk,d->...k", U, y.to(U)))
+    else:
+        idx = U.abs().argmax(dim=-2, keepdim=True)
+        s = torch.sign(torch.gather(U, -2, idx)).squeeze(-2)
+    s = torch.where(s == 0, torch.ones_like(s), s)
+    return U * s.unsqueeze(-2), Vh * s.unsqueeze(-1)
+
+
+def principal_angles(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
+    """Principal angles (radians, ascending) between the column spaces of A (m, p) and B (m, q)."""
+    qa, _ = torch.linalg.qr(A.double())
+    qb, _ = torch.linalg.qr(B.double())
+    cos = torch.linalg.svdvals(qa.mT @ qb).clamp(-1.0, 1.0)
+    return torch.arccos(cos)  # svdvals are descending, so the angles ascend
+
+
+def subspace_angles(a: SVDResult, b: SVDResult, side: Literal["left", "right"] = "left") -> torch.Tensor:
+    """Largest principal angle (radians) between the top-k singular subspaces of two results, per token."""
+    if side == "left":
+        A, B = a.U, b.U
+    else:
+        A, B = a.Vh.mT, b.Vh.mT
+    if A.dim() == 2:
+        return principal_angles(A, B).max()
+    return torch.stack([principal_angles(x, y).max() for x, y in zip(A, B, strict=True)])
+
+
+# ---- the algorithms ----------------------------------------------------------------------------
+
+
+def _krylov(
+    A: _Stacked,
+    k: int,
+    l: int,
+    iters: int | None,
+    max_iters: int,
+    tol: float,
+    Om: torch.Tensor,
+    gen: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int, int, int, bool]:
+    """Block Lanczos bidiagonalization with full re-orthogonalization (HMT 2011 §4.5; Musco & Musco 2015).
+
+    Blocks Q_0 = orth(Jᵀ Ω), Q_{i+1} = orth(Jᵀ orth(J Q_i)) ⊥ Q_0..Q_i; J Q_i is kept, so the Rayleigh–Ritz
+    matrix B = J [Q_0 … Q_i] costs nothing extra.  The space is capped at min(d_in, d_out) (then exact).
+    """
+    cap = min(A.d_in, A.d_out)
+    Q = _orth(A.rmatvec_shared(Om), None, gen)  # (P, d_in, l)
+    n_vjp, n_jvp = 1, 0
+    Qs: list[torch.Tensor] = [Q]
+    Zs: list[torch.Tensor] = []
+    prev: torch.Tensor | None = None
+    it = 0
+    while True:
+        Zs.append(A.matvec(Qs[-1]))
+        n_jvp += 1
+        Qall, B = torch.cat(Qs, dim=-1), torch.cat(Zs, dim=-1)
+        U, S, Vh = _rayleigh_ritz(B, Qall, k)
+        dim = Qall.shape[-1]
+        exhausted = dim >= cap  # the space is all of R^{d_in} (or rank-capped): Rayleigh–Ritz is exact
+        change = math.inf if prev is None else float(((S - prev).abs() / S.abs().clamp_min(1e-300)).max())
+        converged = exhausted or change < tol
+        if exhausted or (it >= iters if iters is not None else (converged or it >= max_iters)):
+            return U, S, Vh, it, n_jvp, n_vjp, converged
+        prev = S
+        P_, _ = torch.linalg.qr(Zs[-1])
+        Y = A.rmatvec(P_)
+        n_vjp += 1
+        Qs.append(_orth(Y[..., : min(l, cap - dim)], Qall, gen))
+        it += 1
+
+
+def _randomized(
+    A: _Stacked, k: int, q: int, Om: torch.Tensor, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int, int, int, bool]:
+    """HMT 2011 Algorithm 4.4 (randomized subspace iteration) on Jᵀ, orthonormalizing after every product."""
+    Q = _orth(A.rmatvec_shared(Om), None, gen)
+    n_vjp, n_jvp = 1, 0
+    for _ in range(q):
+        P_ = _orth(A.matvec(Q), None, gen)
+        Q = _orth(A.rmatvec(P_), None, gen)
+        n_jvp, n_vjp = n_jvp + 1, n_vjp + 1
+    B = A.matvec(Q)
+    U, S, Vh = _rayleigh_ritz(B, Q, k)
+    return U, S, Vh, q, n_jvp + 1, n_vjp, True
+
+
+def _exact(
+    op: Any, tokens: list[int] | None, concat: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Form J (or its blocks) and take its full SVD — the ground truth for tests."""
+    if hasattr(op, "jacobian"):
+        J = op.jacobian() if concat or tokens is None else op.jacobian(tokens=tokens)
+    else:
+        eye = torch.eye(op.d_out, dtype=op.dtype, device=_device(op))
+        J = op.vjp(eye) if concat or tokens is None else op.vjp(eye, tokens=tokens)
+    if concat:
+        M = J.reshape(J.shape[0], -1)  # (d_out, n·d_in)
+        return torch.linalg.svd(M, full_matrices=False)
+    M = J.permute(1, 0, 2)  # (m, d_out, d_in)
+    return torch.linalg.svd(M, full_matrices=False)
+
+
+def _device(op: Any) -> torch.device:
+    for name in ("output", "x"):
+        t = getattr(op, name, None)
+        if isinstance(t, torch.Tensor):
+            return t.device
+    return torch.device("cpu")
+
+
+def _resolve_tokens(op: Any, token: Token) -> tuple[list[int], int | str | list[int]]:
+    n = int(op.n_tokens)
+    if isinstance(token, str):
+        if token not in ("all", "concat"):
+            raise ValueError(f"token must be an index, a list of indices, 'all' or 'concat', got {token!r}")
+        return list(range(n)), token
+    items = [token] if isinstance(token, int) else list(token)
+    if not items:
+        raise ValueError("token list is empty")
+    out = []
+    for t in items:
+        if not isinstance(t, int) or isinstance(t, bool):
+            raise ValueError(f"token indices must be integers, got {t!r}")
+        if not -n <= t < n:
+            raise ValueError(f"token index {t} out of range for {n} input tokens")
+        out.append(t % n)
+    if len(set(out)) != len(out):
+        raise ValueError(f"token indices repeat: {items}")
+    return out, (out[0] if isinstance(token, int) else out)
+
+
+def svd(
+    op: Any,
+    k: int = 8,
+    token: Token = -1,
+    *,
+    method: Method = "auto",
+    oversample: int | None = None,
+    power_iters: int | None = None,
+    seed: int = 0,
+    tol: float = 1e-5,
+    max_iters: int = 12,
+    progress: bool = False,
+) -> SVDResult:
+    """Top-k singular triplets of the Jacobian block(s) of `op` (see the module docstring).
+
+    k: how many triplets.  token: an input index (negative counts from the end), a list of indices,
+    "all" (every token's block) or "concat" (the whole J = [J_1 … J_n]).  method: "auto" (= "krylov"),
+    "krylov", "randomized" or "exact".  oversample: extra columns per block (default max(8, k)).
+    power_iters: passes after the first (default: "krylov" iterates to `tol`, "randomized" uses 4).
+    seed: the Gaussian start block's seed.  progress: a tqdm bar over per-token passes.
+    """
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k!r}")
+    if method not in ("auto", "krylov", "randomized", "exact"):
+        raise ValueError(f"method must be 'auto', 'krylov', 'randomized' or 'exact', got {method!r}")
+    if oversample is not None and (not isinstance(oversample, int) or oversample < 0):
+        raise ValueError(f"oversample must be a non-negative integer, got {oversample!r}")
+    if power_iters is not None and (not isinstance(power_iters, int) or power_iters < 0):
+        raise ValueError(f"power_iters must be a non-negative integer, got {power_iters!r}")
+    tokens, label = _resolve_tokens(op, token)
+    concat = label == "concat"
+    d_in = op.d_in * (op.n_tokens if concat else 1)
+    rank_cap = min(d_in, op.d_out)
+    if k > rank_cap:
+        raise ValueError(f"k = {k} exceeds the block's smaller dimension {rank_cap}")
+    single = isinstance(label, int) or concat
+    y = getattr(op, "output", None)
+    y = y.reshape(-1) if isinstance(y, torch.Tensor) else None
+
+    if method == "exact":
+        U, S, Vh = _exact(op, None if concat else tokens, concat)
+        U, S, Vh = U[..., :k], S[..., :k], Vh[..., :k, :]
+        U, Vh = _sign_fix(U, Vh, y)
+        if isinstance(label, int):
+            U, S, Vh = U[0], S[0], Vh[0]
+        return SVDResult(U, S, Vh, label, tokens, "exact", k, seed=seed, op=op)
+
+    A = _concat_operator(op) if concat else _token_operator(op, tokens, progress)
+    l = min(k + (max(8, k) if oversample is None else oversample), rank_cap)
+    gen = torch.Generator().manual_seed(seed)
+    Om = torch.randn(op.d_out, l, generator=gen, dtype=torch.float64).to(dtype=op.dtype, device=_device(op))
+    if method == "randomized":
+        out = _randomized(A, k, 4 if power_iters is None else power_iters, Om, gen)
+    else:
+        out = _krylov(A, k, l, power_iters, max_iters, tol, Om, gen)
+    U, S, Vh, iters, n_jvp, n_vjp, converged = out
+    U, Vh = _sign_fix(U, Vh, y)
+    if single:
+        U, S, Vh = U[0], S[0], Vh[0]
+    name = "randomized" if method == "randomized" else "krylov"
+    return SVDResult(U, S, Vh, label, tokens, name, k, l, iters, n_jvp, n_vjp, seed, converged, op)
