@@ -25,6 +25,13 @@ import numpy as np
 from . import _core
 from .qtensor import QTensor, qtype_name, row_nbytes
 
+# Resolve the CPU variant now, so that a bad PYLIN_ISA fails `import pylin` with its own message
+# instead of the first matmul.
+try:
+    _core.active_isa()
+except ValueError as error:
+    raise ImportError(f"pylin: {error}") from None
+
 _QTYPE_IDS = {
     "F32": 0, "F16": 1, "Q4_0": 2, "Q4_1": 3, "Q5_0": 6, "Q5_1": 7, "Q8_0": 8,
     "Q2_K": 10, "Q3_K": 11, "Q4_K": 12, "Q5_K": 13, "Q6_K": 14, "BF16": 30,
@@ -119,7 +126,9 @@ def _product(transposed: bool, x: Any, w: Any, out: Any | None) -> Any:
     n, k = w.shape
     inner, outer = (k, n) if transposed else (n, k)
     if xa.ndim < 1 or xa.shape[-1] != inner:
-        raise ValueError(f"{name} has shape {xa.shape}; its last dimension must be {inner} for w of shape {w.shape}")
+        raise ValueError(
+            f"{name} has shape {xa.shape}; its last dimension must be {inner} for w of shape {w.shape}"
+        )
     lead = xa.shape[:-1]
     m = int(np.prod(lead, dtype=np.int64))
     if m == 0:
@@ -130,7 +139,9 @@ def _product(transposed: bool, x: Any, w: Any, out: Any | None) -> Any:
         result = out
         out_view, _ = _host_view(out, "out")
         if out_view.shape != (*lead, outer) or out_view.dtype != xa.dtype:
-            raise ValueError(f"out must be {xa.dtype} of shape {(*lead, outer)}, got {out_view.dtype} {out_view.shape}")
+            raise ValueError(
+                f"out must be {xa.dtype} of shape {(*lead, outer)}, got {out_view.dtype} {out_view.shape}"
+            )
     fn = _core.matmul_t if transposed else _core.matmul
     fn(xa.reshape(m, inner), w.data, _QTYPE_IDS[w.qtype], n, k, out_view.reshape(m, outer), num_threads())
     return result

@@ -120,7 +120,9 @@ class QTensor:
         if not 0 <= start < stop <= self.shape[0]:
             raise ValueError(f"row range [{start}, {stop}) outside 0..{self.shape[0]}")
         per_row = row_nbytes(self.qtype, self.k)
-        return QTensor(self.data[start * per_row : stop * per_row], self.qtype, (stop - start, self.k), self.name)
+        return QTensor(
+            self.data[start * per_row : stop * per_row], self.qtype, (stop - start, self.k), self.name
+        )
 
     def reshape(self, *shape: int) -> QTensor:
         """Same bytes, another logical shape with the same last dimension (blocks run along it)."""

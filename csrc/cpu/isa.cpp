@@ -53,7 +53,12 @@ Isa parse(const std::string& name) {
 Isa initial_isa() {
     const char* env = std::getenv("PYLIN_ISA");
     if (env == nullptr || std::string(env).empty() || std::string(env) == "auto") return best_isa();
-    Isa requested = parse(env);  // a bad value throws at import: better than silently ignoring it
+    Isa requested;
+    try {
+        requested = parse(env);  // a bad value fails the import: better than silently ignoring it
+    } catch (const std::invalid_argument& e) {
+        throw std::invalid_argument(std::string("PYLIN_ISA=") + env + ": " + e.what());
+    }
     if (!isa_supported(requested))
         throw std::invalid_argument(std::string("PYLIN_ISA=") + env + " is not supported on this CPU/build");
     return requested;
