@@ -14,6 +14,7 @@
 #include "common/block_formats.h"
 #include "cpu/isa.h"
 #include "cpu/kernel_table.h"
+#include "cpu/quantize.h"
 
 namespace py = pybind11;
 using namespace pylin;
@@ -116,6 +117,28 @@ void dequantize(py::buffer w_obj, int qtype_id, int64_t N, int64_t K, py::buffer
     dequantize_rows((const uint8_t*)w.ptr, N, K, row_bytes, qtype, (float*)y.ptr, checked_threads(n_threads));
 }
 
+// Rows of float32 x (N x K, contiguous) into `out`, which must hold exactly N rows of the format.
+void quantize(py::buffer x_obj, int qtype_id, py::buffer out_obj, int n_threads) {
+    const QType qtype = checked_qtype(qtype_id);
+    py::buffer_info x = x_obj.request();
+    py::buffer_info out = out_obj.request(true);
+    require_2d(x, "x", -1, -1);
+    if (float_kind(x, "x") != 'f') fail("quantize needs float32 input");
+    const int64_t N = x.shape[0], K = x.shape[1];
+    if (N <= 0 || K <= 0) fail("cannot quantize an empty array of shape " + shape_str(x));
+    const FormatInfo f = format_info(qtype);
+    if (K % f.block_size != 0)
+        fail("K = " + std::to_string(K) + " is not a multiple of the block size " + std::to_string(f.block_size) +
+             " of this format");
+    if (!is_c_contiguous(out)) fail("out must be C-contiguous");
+    const int64_t row_bytes = K / f.block_size * f.block_bytes;
+    if ((int64_t)(out.size * out.itemsize) != N * row_bytes)
+        fail("out holds " + std::to_string(out.size * out.itemsize) + " bytes, expected " +
+             std::to_string(N * row_bytes));
+    py::gil_scoped_release release;
+    quantize_rows((const float*)x.ptr, N, K, qtype, (uint8_t*)out.ptr, row_bytes, checked_threads(n_threads));
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -130,6 +153,8 @@ PYBIND11_MODULE(_core, m) {
           py::arg("out"), py::arg("n_threads"));
     m.def("dequantize", &dequantize, py::arg("w"), py::arg("qtype"), py::arg("n"), py::arg("k"), py::arg("out"),
           py::arg("n_threads"));
+    m.def("quantize", &quantize, "float32 rows -> GGUF blocks into out", py::arg("x"), py::arg("qtype"),
+          py::arg("out"), py::arg("n_threads"));
     m.def("format_info", [](int q) {
         const FormatInfo f = format_info(checked_qtype(q));
         return py::make_tuple(f.block_size, f.block_bytes);

@@ -7,7 +7,7 @@
   (ggml's `array_rmse`, /n and not /sqrt(n)) and its thresholds MAX_QUANTIZATION_TOTAL_ERROR = 0.002,
   _3BITS = 0.0040, _2BITS = 0.0075 — reproduced faithfully here.  Because those thresholds are loose,
   a second, tighter check bounds the plain relative RMSE on Gaussian data per bit width (pylin's own
-  budgets, each about 1.3× what round-to-nearest with a simple scale search achieves).
+  budgets, about 1.3× what this round-to-nearest quantizer measures: Q4_0 0.086, Q4_K 0.072, Q6_K 0.018).
 Covers csrc/cpu/quantize.cpp and its binding.
 """
 
@@ -30,8 +30,8 @@ GGML_TOTAL_ERROR.update({q: 0.002 for q in ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_
 
 # pylin's budgets for rmse / std on standard normal data (round-to-nearest, simple scale search).
 GAUSSIAN_REL_RMSE = {
-    "Q2_K": 0.40, "Q3_K": 0.22, "Q4_0": 0.13, "Q4_1": 0.13, "Q4_K": 0.11, "Q5_0": 0.065, "Q5_1": 0.065,
-    "Q5_K": 0.055, "Q6_K": 0.027, "Q8_0": 0.0045, "BF16": 0.003, "F16": 0.0004, "F32": 0.0,
+    "Q2_K": 0.35, "Q3_K": 0.19, "Q4_0": 0.11, "Q4_1": 0.10, "Q4_K": 0.095, "Q5_0": 0.056, "Q5_1": 0.05,
+    "Q5_K": 0.047, "Q6_K": 0.023, "Q8_0": 0.007, "BF16": 0.0022, "F16": 0.0003, "F32": 0.0,
 }  # fmt: skip
 
 
@@ -59,6 +59,7 @@ def test_bit_exact_with_gguf_py(
     np.testing.assert_array_equal(got, ref)
 
 
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")  # gguf-py's fp16 of 6e5
 @pytest.mark.parametrize("qtype", GGUF_QUANTIZES)
 def test_rounding_ties_and_specials_match_gguf_py(qtype: str) -> None:
     # Q8_0 with max 127: x·id = x exactly, so the .5 values are real ties (round half away from zero).

@@ -1,0 +1,24 @@
+// quantize.h — float32 rows -> any GGUF block format pylin reads (round to nearest).
+//
+// The 32-blocks and F16/BF16 reproduce gguf-py's `quantize_blocks` operation by
+// operation (so the bytes equal gguf.quants.quantize); the K-quants, which
+// gguf-py does not quantize, use a simple least-squares scale search per
+// sub-block and pack exactly the layouts block_formats.h decodes.
+// Tests: tests/test_quantize.py.
+#pragma once
+
+#include <cstdint>
+
+#include "../common/block_formats.h"
+
+namespace pylin {
+
+// x: N rows of K floats (contiguous); out: N rows of row_bytes bytes.  K must be a
+// whole number of blocks and row_bytes = K / block_size * block_bytes (the binding checks).
+void quantize_rows(const float* x, int64_t N, int64_t K, QType qtype, uint8_t* out, int64_t row_bytes,
+                   int n_threads);
+
+// IEEE float -> half, round to nearest even, overflow to inf, subnormals exact (as numpy's astype).
+uint16_t fp32_to_fp16(float f);
+
+}  // namespace pylin
