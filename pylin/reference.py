@@ -1,0 +1,116 @@
+"""pylin.reference — the seed method in pure PyTorch: the detached model on dequantized weights,
+differentiated by torch autograd.
+
+This is the truth the engine is tested against and the baseline of the benchmarks.  It runs the same
+decoder code as pylin (pylin.decoder) but with `torch_linear` on float copies of every weight, and
+lets autograd — not pylin's hand-written transposes — produce JVPs, VJPs and Jacobians.  With
+detach=False it gives the ordinary Jacobian of the nonlinear network (which does not reconstruct the
+output: the paper's Fig. 2).  Small models only: every weight is dequantized.
+Tests: tests/test_linearization.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from . import decoder
+from .sites import parse_input, parse_output
+
+
+def dequantized_weights(model: Any, dtype: torch.dtype | None = None) -> Any:
+    """Float copies of the model's weights (cached per dtype on the model object)."""
+    dtype = dtype or model.dtype
+    cache = model.__dict__.setdefault("_reference_weights", {})
+    if dtype not in cache:
+        cache[dtype] = model.weights.dequantized(dtype)
+    return cache[dtype]
+
+
+def _branches(cfg: Any, i: int, lw: Any, x: torch.Tensor, detach: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(attention branch, MLP branch) of layer i for the residual x, differentiably."""
+    pos = decoder._Positions(x.shape[0], x.dtype)
+    h, _ = decoder._maybe_norm(x, lw.attn_norm, cfg.norm_eps, detach)
+    attn, _ = decoder._attention(cfg, i, lw, h, decoder.torch_linear, detach, pos)
+    attn, _ = decoder._maybe_norm(attn, lw.post_attn_norm, cfg.norm_eps, detach)
+    h, _ = decoder._maybe_norm(x + attn, lw.mlp_norm, cfg.norm_eps, detach)
+    mlp, _ = decoder._mlp(cfg, lw, h, decoder.torch_linear, detach)
+    mlp, _ = decoder._maybe_norm(mlp, lw.post_mlp_norm, cfg.norm_eps, detach)
+    return attn, mlp
+
+
+def site_function(
+    model: Any, output: str = "final", wrt: str = "embed", *, normed: bool = False, detach: bool = True,
+    dtype: torch.dtype | None = None,
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """f(X) = the output site (last token) as a function of the input site X (n, d)."""
+    cfg = model.config
+    weights = dequantized_weights(model, dtype)
+    out = parse_output(output, model.n_layers, weights.lm_head.shape[0])
+    start = parse_input(wrt, model.n_layers).layer
+
+    def f(x: torch.Tensor) -> torch.Tensor:
+        if out.kind in ("final", "logit"):
+            y = decoder.forward(cfg, weights, x, linear=decoder.torch_linear, detach=detach, start_layer=start).hidden[-1]
+            return y if out.kind == "final" else (y @ weights.lm_head[out.token_id]).reshape(1)
+        if out.kind == "resid_post":
+            v = decoder.forward(cfg, weights, x, linear=decoder.torch_linear, detach=detach, start_layer=start,
+                                stop_layer=out.layer + 1).output[-1]
+        else:
+            h = decoder.forward(cfg, weights, x, linear=decoder.torch_linear, detach=detach, start_layer=start,
+                                stop_layer=out.layer).output
+            attn, mlp = _branches(cfg, out.layer, weights.layers[out.layer], h, detach)
+            v = (attn if out.kind == "attn_out" else mlp)[-1]
+        if not normed:
+            return v
+        r = torch.rsqrt(v.pow(2).mean(-1, keepdim=True) + cfg.norm_eps)
+        return (v * (r.detach() if detach else r)) * weights.final_norm
+
+    return f
+
+
+def site_input(model: Any, ids: Sequence[int], wrt: str = "embed", dtype: torch.dtype | None = None) -> torch.Tensor:
+    """X*: the embeddings, or the residual stream entering layer i, computed on dequantized weights."""
+    dtype = dtype or model.dtype
+    x = model.embed(list(ids)).to(dtype)
+    start = parse_input(wrt, model.n_layers).layer
+    if start == 0:
+        return x
+    weights = dequantized_weights(model, dtype)
+    return decoder.forward(model.config, weights, x, linear=decoder.torch_linear, stop_layer=start).output
+
+
+def jacobian(
+    model: Any, ids: Sequence[int], *, output: str = "final", wrt: str = "embed", normed: bool = False,
+    detach: bool = True, dtype: torch.dtype | None = None, vectorize: bool = True,
+) -> torch.Tensor:
+    """The (detached, or with detach=False ordinary) Jacobian (d_out, n, d) by autograd."""
+    f = site_function(model, output, wrt, normed=normed, detach=detach, dtype=dtype)
+    x = site_input(model, ids, wrt, dtype)
+    return torch.autograd.functional.jacobian(f, x, vectorize=vectorize)
+
+
+def jvp_vjp(
+    model: Any, ids: Sequence[int], V: torch.Tensor, U: torch.Tensor, *, output: str = "final",
+    wrt: str = "embed", normed: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(J·V, Jᵀ·U) for batches V (B, n, d) and U (B', d_out) by torch.func forward / reverse mode."""
+    f = site_function(model, output, wrt, normed=normed, detach=True, dtype=V.dtype)
+    x = site_input(model, ids, wrt, V.dtype)
+    jvps = torch.stack([torch.func.jvp(f, (x,), (v,))[1] for v in V])
+    _, pullback = torch.func.vjp(f, x)
+    vjps = torch.stack([pullback(u)[0] for u in U])
+    return jvps, vjps
+
+
+def seed_jacobian(model: Any, ids: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The seed paper's route, as the benchmark baseline: float32 dequantized weights, the detached
+    model, torch.autograd.functional.jacobian(vectorize=True).  Returns (J, y, x)."""
+    f = site_function(model, "final", "embed", detach=True, dtype=torch.float32)
+    x = site_input(model, ids, "embed", torch.float32)
+    J = torch.autograd.functional.jacobian(f, x, vectorize=True)
+    with torch.no_grad():
+        y = f(x)
+    return J, y, x
