@@ -1,0 +1,236 @@
+"""The one decoder forward pass every family runs, written with torch ops over a pluggable linear backend.
+
+    forward(model_or_config, weights, x, linear=kernel_linear, detach=False, record=False, ...)
+
+`kernel_linear` multiplies by the stored (quantized) weights with pylin.kernels; `torch_linear` by plain
+float tensors with `x @ w.T`, so the same code is differentiable by autograd (pylin.reference).
+With detach=True the frozen coefficients of the detached linearization are cut from the graph, and only
+they: every RMSNorm scale r = rsqrt(mean(x²)+ε), the whole activated MLP gate, the attention
+probabilities (docs: ../shared/reference/linearization.md).  Operation order and precision follow
+transformers, so float32 logits match it to rounding.
+Tests: tests/test_models.py (logits vs transformers, records, detach/autograd).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from .architectures.base import ArchConfig
+from .rope import apply_rope
+
+Linear = Callable[[torch.Tensor, Any], torch.Tensor]
+ResidHook = Callable[[int, torch.Tensor], torch.Tensor]
+
+
+def kernel_linear(x: torch.Tensor, w: Any) -> torch.Tensor:
+    """x · wᵀ on a stored QTensor with pylin.kernels (float32 / float64 CPU activations)."""
+    from . import kernels
+
+    return kernels.matmul_t(x.contiguous(), w)
+
+
+def torch_linear(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """x · wᵀ on a float tensor (dequantized weights): differentiable by autograd."""
+    return x @ w.T
+
+
+@dataclass
+class LayerRecord:
+    """What one layer computed at the input (model dtype, detached)."""
+
+    resid_pre: torch.Tensor  # (n, d) residual entering the layer (after any resid_hook)
+    attn_norm_scale: torch.Tensor | None  # (n, 1)
+    attn_probs: torch.Tensor  # (n_heads, n, n) after softmax and masking
+    attn_out: torch.Tensor  # (n, d) attention branch as added to the residual
+    post_attn_norm_scale: torch.Tensor | None
+    mlp_norm_scale: torch.Tensor | None
+    mlp_gate: torch.Tensor  # (n, d_ff) activated gate
+    mlp_out: torch.Tensor  # (n, d) MLP branch as added to the residual
+    post_mlp_norm_scale: torch.Tensor | None
+    resid_post: torch.Tensor  # (n, d)
+
+
+@dataclass
+class ForwardResult:
+    hidden: torch.Tensor | None  # (n, d) final-normed states, when the forward reached the last layer
+    output: torch.Tensor  # (n, d) residual stream after the last layer run (before the final norm)
+    layers: list[LayerRecord] = field(default_factory=list)  # when record=True
+    final_norm_scale: torch.Tensor | None = None  # (n, 1) when record=True and hidden is set
+    resid: list[torch.Tensor] = field(default_factory=list)  # per-layer outputs when return_resid=True
+
+
+def rms_norm(
+    x: torch.Tensor, weight: torch.Tensor, eps: float, detach: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x · r · w, r) with r = rsqrt(mean(x²) + eps) over the last dimension."""
+    r = torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+    if detach:
+        r = r.detach()
+    return x * r * weight, r
+
+
+def _activation(name: str, x: torch.Tensor) -> torch.Tensor:
+    if name == "silu":
+        return torch.nn.functional.silu(x)
+    if name == "gelu_tanh":
+        return torch.nn.functional.gelu(x, approximate="tanh")
+    raise ValueError(f"unknown activation {name!r}")
+
+
+class _Positions:
+    """Per-forward cache of RoPE tables and attention masks, shared by layers with equal settings."""
+
+    def __init__(self, n: int, dtype: torch.dtype) -> None:
+        self.n, self.dtype = n, dtype
+        self._rope: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._mask: dict[int | None, torch.Tensor] = {}
+
+    def cos_sin(self, rope: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        key = id(rope)
+        if key not in self._rope:
+            self._rope[key] = rope.cos_sin(self.n, self.dtype)
+        return self._rope[key]
+
+    def masked(self, window: int | None) -> torch.Tensor:
+        """True where query i may NOT see key j: j > i, or (sliding) i - j >= window."""
+        if window not in self._mask:
+            i = torch.arange(self.n)[:, None]
+            j = torch.arange(self.n)[None, :]
+            blocked = j > i
+            if window is not None:
+                blocked = blocked | (i - j >= window)
+            self._mask[window] = blocked
+        return self._mask[window]
+
+
+def _attention(
+    cfg: ArchConfig, i: int, lw: Any, h: torch.Tensor, linear: Linear, detach: bool, pos: _Positions
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(o_proj(P · V), P) for the normed input h (n, d)."""
+    n, hd, n_heads, n_kv = h.shape[0], cfg.head_dim, cfg.n_heads, cfg.n_kv_heads
+    q, k, v = linear(h, lw.q), linear(h, lw.k), linear(h, lw.v)
+    if cfg.qk_norm == "full":
+        q, _ = rms_norm(q, lw.q_norm, cfg.norm_eps, detach)
+        k, _ = rms_norm(k, lw.k_norm, cfg.norm_eps, detach)
+    q, k, v = (t.view(n, -1, hd).transpose(0, 1) for t in (q, k, v))  # (heads, n, hd)
+    if cfg.qk_norm == "head":
+        q, _ = rms_norm(q, lw.q_norm, cfg.norm_eps, detach)
+        k, _ = rms_norm(k, lw.k_norm, cfg.norm_eps, detach)
+    rope = cfg.rope[i]
+    cos, sin = pos.cos_sin(rope)
+    q, k = apply_rope(q, rope, cos, sin), apply_rope(k, rope, cos, sin)
+    if n_kv != n_heads:
+        k = k.repeat_interleave(n_heads // n_kv, dim=0)
+        v = v.repeat_interleave(n_heads // n_kv, dim=0)
+    scores = torch.matmul(q, k.transpose(1, 2)) * cfg.attn_scale
+    if cfg.attn_logit_softcap:
+        scores = torch.tanh(scores / cfg.attn_logit_softcap) * cfg.attn_logit_softcap
+    scores = scores.masked_fill(pos.masked(cfg.sliding_window[i]), float("-inf"))
+    probs = torch.softmax(scores, dim=-1)
+    if detach:
+        probs = probs.detach()
+    mixed = torch.matmul(probs, v).transpose(0, 1).reshape(n, n_heads * hd)
+    return linear(mixed, lw.o), probs
+
+
+def _mlp(
+    cfg: ArchConfig, lw: Any, h: torch.Tensor, linear: Linear, detach: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(down(act(gate(h)) ⊙ up(h)), act(gate(h)))."""
+    gate = _activation(cfg.activation, linear(h, lw.gate))
+    if detach:
+        gate = gate.detach()
+    return linear(gate * linear(h, lw.up), lw.down), gate
+
+
+def _maybe_norm(x: torch.Tensor, w: torch.Tensor | None, eps: float, detach: bool):
+    if w is None:
+        return x, None
+    return rms_norm(x, w, eps, detach)
+
+
+def layer_forward(
+    cfg: ArchConfig,
+    i: int,
+    lw: Any,
+    x: torch.Tensor,
+    linear: Linear,
+    detach: bool,
+    pos: _Positions,
+    record: bool,
+) -> tuple[torch.Tensor, LayerRecord | None]:
+    """One decoder layer: x + attn_branch, then + mlp_branch; each branch optionally pre-/post-normed."""
+    eps = cfg.norm_eps
+    h, attn_norm_r = _maybe_norm(x, lw.attn_norm, eps, detach)
+    attn, probs = _attention(cfg, i, lw, h, linear, detach, pos)
+    attn, post_attn_r = _maybe_norm(attn, lw.post_attn_norm, eps, detach)
+    mid = x + attn
+    h, mlp_norm_r = _maybe_norm(mid, lw.mlp_norm, eps, detach)
+    mlp, gate = _mlp(cfg, lw, h, linear, detach)
+    mlp, post_mlp_r = _maybe_norm(mlp, lw.post_mlp_norm, eps, detach)
+    out = mid + mlp
+    if not record:
+        return out, None
+
+    def keep(t: torch.Tensor | None) -> torch.Tensor | None:
+        return None if t is None else t.detach()
+
+    rec = LayerRecord(
+        resid_pre=x.detach(),
+        attn_norm_scale=keep(attn_norm_r),
+        attn_probs=probs.detach(),
+        attn_out=attn.detach(),
+        post_attn_norm_scale=keep(post_attn_r),
+        mlp_norm_scale=keep(mlp_norm_r),
+        mlp_gate=gate.detach(),
+        mlp_out=mlp.detach(),
+        post_mlp_norm_scale=keep(post_mlp_r),
+        resid_post=out.detach(),
+    )
+    return out, rec
+
+
+def forward(
+    model_or_config: Any,
+    weights: Any,
+    x: torch.Tensor,
+    *,
+    linear: Linear = kernel_linear,
+    detach: bool = False,
+    record: bool = False,
+    start_layer: int = 0,
+    stop_layer: int | None = None,
+    resid_hook: ResidHook | None = None,
+    return_resid: bool = False,
+) -> ForwardResult:
+    """Run layers [start_layer, stop_layer) on the residual stream x (n, d) entering start_layer.
+
+    `resid_hook(i, h)` may replace the residual stream entering layer i (steering).  `hidden` (the
+    final-normed states) is set only when the last layer ran.
+    """
+    cfg: ArchConfig = getattr(model_or_config, "config", model_or_config)
+    stop = cfg.n_layers if stop_layer is None else stop_layer
+    if not 0 <= start_layer <= stop <= cfg.n_layers:
+        raise ValueError(f"layers [{start_layer}, {stop}) outside 0..{cfg.n_layers}")
+    if x.ndim != 2 or x.shape[1] != cfg.d_model or x.shape[0] == 0:
+        raise ValueError(f"x must have shape (n > 0, {cfg.d_model}), got {tuple(x.shape)}")
+    pos = _Positions(x.shape[0], x.dtype)
+    result = ForwardResult(hidden=None, output=x)
+    for i in range(start_layer, stop):
+        if resid_hook is not None:
+            x = resid_hook(i, x)
+        x, rec = layer_forward(cfg, i, weights.layers[i], x, linear, detach, pos, record)
+        if rec is not None:
+            result.layers.append(rec)
+        if return_resid:
+            result.resid.append(x)
+    result.output = x
+    if stop == cfg.n_layers:
+        result.hidden, scale = rms_norm(x, weights.final_norm, cfg.norm_eps, detach)
+        if record:
+            result.final_norm_scale = scale.detach()
+    return result

@@ -1,0 +1,271 @@
+"""GGUF files: validated before gguf-py parses them, then read through gguf-py's GGUFReader as
+memory-mapped, zero-copy QTensor views (never a dequantized copy of a weight matrix).
+
+`check_header` walks the header (key/value pairs and tensor infos) with every count and length checked
+against the file size, so a corrupt or hostile file ends in a GGUFError instead of a huge allocation or
+an endless loop inside gguf-py; it also checks that every tensor's data lies inside the file.
+Layout: ggml/docs/gguf.md (magic "GGUF", version 2/3, u64 counts, typed values, aligned tensor data).
+Tests: tests/test_gguf_errors.py (bad input and fuzz), tests/test_models.py::test_gguf_logits.
+"""
+
+from __future__ import annotations
+
+import mmap
+import struct
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .errors import GGUFError, UnsupportedQuantTypeError
+from .qtensor import SUPPORTED_QTYPES, QTensor
+
+# GGUF value types -> fixed size in bytes (8: string, 9: array are variable).
+_SCALAR_SIZE = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
+_STRING, _ARRAY = 8, 9
+_MAX_DIMS = 4  # GGML_MAX_DIMS
+_MAX_DEPTH = 4  # nested arrays pylin accepts
+
+
+class _Cursor:
+    """Bounds-checked little-endian reads over the file's bytes."""
+
+    def __init__(self, buf: Any, size: int, path: Path) -> None:
+        self.buf, self.size, self.pos, self.path = buf, size, 0, path
+
+    def take(self, n: int, what: str) -> int:
+        if n < 0 or self.pos + n > self.size:
+            raise GGUFError(
+                f"{self.path}: truncated file: {what} needs {n} bytes at offset {self.pos}, "
+                f"file has {self.size}"
+            )
+        start = self.pos
+        self.pos += n
+        return start
+
+    def u32(self, what: str) -> int:
+        return struct.unpack_from("<I", self.buf, self.take(4, what))[0]
+
+    def u64(self, what: str) -> int:
+        return struct.unpack_from("<Q", self.buf, self.take(8, what))[0]
+
+    def string(self, what: str) -> bytes:
+        n = self.u64(f"length of {what}")
+        start = self.take(n, what)
+        return bytes(self.buf[start : start + n])
+
+    def skip_value(self, vtype: int, what: str, depth: int = 0) -> Any:
+        if vtype in _SCALAR_SIZE:
+            start = self.take(_SCALAR_SIZE[vtype], what)
+            fmt = {
+                0: "<B",
+                1: "<b",
+                2: "<H",
+                3: "<h",
+                4: "<I",
+                5: "<i",
+                6: "<f",
+                7: "<?",
+                10: "<Q",
+                11: "<q",
+                12: "<d",
+            }
+            return struct.unpack_from(fmt[vtype], self.buf, start)[0]
+        if vtype == _STRING:
+            return self.string(what)
+        if vtype == _ARRAY:
+            if depth >= _MAX_DEPTH:
+                raise GGUFError(f"{self.path}: {what} nests arrays deeper than {_MAX_DEPTH}")
+            item_type = self.u32(f"item type of {what}")
+            count = self.u64(f"length of {what}")
+            if item_type in _SCALAR_SIZE:
+                self.take(count * _SCALAR_SIZE[item_type], what)
+                return None
+            if item_type not in (_STRING, _ARRAY):
+                raise GGUFError(f"{self.path}: {what} has an unknown item type {item_type}")
+            if count * 8 > self.size - self.pos:  # every string / array item takes at least 8 bytes
+                raise GGUFError(f"{self.path}: {what} claims {count} items, more than the file can hold")
+            for _ in range(count):
+                self.skip_value(item_type, what, depth + 1)
+            return None
+        raise GGUFError(f"{self.path}: {what} has an unknown value type {vtype}")
+
+
+def check_header(path: Path) -> None:
+    """Raise GGUFError unless the header parses within the file and all tensor data lies inside it."""
+    with open(path, "rb") as f:
+        size = f.seek(0, 2)
+        if size < 24:
+            raise GGUFError(f"{path}: file of {size} bytes is too short for a GGUF header")
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+            _walk(_Cursor(buf, size, path), size, path)
+
+
+def _walk(c: _Cursor, size: int, path: Path) -> None:
+    from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+
+    magic = bytes(c.buf[0:4])
+    if magic != b"GGUF":
+        raise GGUFError(f"{path}: not a GGUF file (magic {magic!r}, expected b'GGUF')")
+    c.take(4, "magic")
+    version = c.u32("version")
+    if version not in (2, 3):
+        endian = " (a big-endian file?)" if version & 0xFFFF == 0 else ""
+        raise GGUFError(f"{path}: unsupported GGUF version {version}{endian}; pylin reads versions 2 and 3")
+    n_tensors, n_kv = c.u64("tensor count"), c.u64("key/value count")
+    if n_tensors * 24 > size or n_kv * 12 > size:  # smallest tensor info / key-value entry
+        raise GGUFError(
+            f"{path}: header claims {n_tensors} tensors and {n_kv} keys, more than the file can hold"
+        )
+    alignment = 32
+    for i in range(n_kv):
+        key = c.string(f"key {i}").decode("utf-8", "replace")
+        value = c.skip_value(c.u32(f"type of {key}"), key)
+        if key == "general.alignment":
+            if not isinstance(value, int) or value <= 0 or value & (value - 1) or value > 1 << 20:
+                raise GGUFError(f"{path}: general.alignment {value!r} is not a power of two")
+            alignment = value
+    infos = []
+    for i in range(n_tensors):
+        name = c.string(f"name of tensor {i}").decode("utf-8", "replace")
+        n_dims = c.u32(f"rank of {name}")
+        if not 1 <= n_dims <= _MAX_DIMS:
+            raise GGUFError(f"{path}: tensor {name!r} has rank {n_dims}; GGUF allows 1..{_MAX_DIMS}")
+        dims = [c.u64(f"shape of {name}") for _ in range(n_dims)]
+        type_id, offset = c.u32(f"type of {name}"), c.u64(f"offset of {name}")
+        try:
+            qtype = GGMLQuantizationType(type_id)
+        except ValueError:
+            raise UnsupportedQuantTypeError(
+                f"{path}: tensor {name!r} has unknown GGML type id {type_id}"
+            ) from None
+        infos.append((name, dims, qtype, offset))
+    data_start = -(-c.pos // alignment) * alignment
+    for name, dims, qtype, offset in infos:
+        block, nbytes = GGML_QUANT_SIZES[qtype]
+        count = int(np.prod(dims, dtype=object))
+        if count <= 0 or dims[0] % block:
+            raise GGUFError(
+                f"{path}: tensor {name!r} has shape {dims}, not whole {qtype.name} blocks of {block}"
+            )
+        end = data_start + offset + count // block * nbytes
+        if end > size:
+            raise GGUFError(
+                f"{path}: tensor {name!r} data ends at byte {end}, outside the file ({size} bytes)"
+            )
+
+
+class GGUFFile:
+    """A validated GGUF file: metadata accessors and zero-copy tensor views."""
+
+    def __init__(self, path: str | Path) -> None:
+        from gguf import GGUFReader
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"no such GGUF file: {self.path}")
+        check_header(self.path)
+        try:
+            self.reader = GGUFReader(str(self.path), "r")
+        except (ValueError, KeyError, IndexError, struct.error, OverflowError, UnicodeDecodeError) as e:
+            raise GGUFError(f"{self.path}: gguf-py cannot parse the file: {e}") from e
+        self.tensors = {t.name: t for t in self.reader.tensors}
+        self.arch = self.get_str("general.architecture", "")
+        if not self.arch:
+            raise GGUFError(f"{self.path}: no general.architecture key")
+
+    # ---- metadata ----------------------------------------------------------------------------------
+
+    def has(self, key: str) -> bool:
+        return key in self.reader.fields
+
+    def get(self, key: str, default: Any = None) -> Any:
+        field = self.reader.fields.get(key)
+        if field is None:
+            return default
+        try:
+            return field.contents()
+        except (ValueError, IndexError, UnicodeDecodeError) as e:
+            raise GGUFError(f"{self.path}: unreadable value of {key!r}: {e}") from e
+
+    def _typed(self, key: str, default: Any, kind: type, names: str) -> Any:
+        value = self.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, kind):
+            raise GGUFError(f"{self.path}: {key} should be {names}, got {value!r}")
+        return value
+
+    def get_int(self, key: str, default: int) -> int:
+        value = self._typed(key, default, (int, np.integer), "an integer")
+        if value < 0 or value > 1 << 40:
+            raise GGUFError(f"{self.path}: {key} = {value} is out of range")
+        return int(value)
+
+    def require_int(self, key: str) -> int:
+        if not self.has(key):
+            raise GGUFError(f"{self.path}: missing metadata key {key!r}")
+        value = self.get_int(key, 0)
+        if value <= 0:
+            raise GGUFError(f"{self.path}: {key} must be positive, got {value}")
+        return value
+
+    def get_float(self, key: str, default: float) -> float:
+        value = float(self._typed(key, default, (int, float, np.integer, np.floating), "a number"))
+        if not np.isfinite(value):
+            raise GGUFError(f"{self.path}: {key} = {value} is not finite")
+        return value
+
+    def get_str(self, key: str, default: str) -> str:
+        return self._typed(key, default, str, "a string")
+
+    # ---- tensors -----------------------------------------------------------------------------------
+
+    def has_tensor(self, name: str) -> bool:
+        return name in self.tensors
+
+    def tensor_shape(self, name: str) -> tuple[int, ...] | None:
+        """PyTorch-order shape (rows, K) of a tensor, or None if absent."""
+        t = self.tensors.get(name)
+        return None if t is None else tuple(int(s) for s in reversed(t.shape.tolist()))
+
+    def qtensor(self, name: str) -> QTensor:
+        """A zero-copy view of a stored tensor in its format."""
+        t = self.tensors[name]
+        qtype = t.tensor_type.name
+        if qtype not in SUPPORTED_QTYPES:
+            raise UnsupportedQuantTypeError(
+                f"{self.path}: tensor {name!r} is {qtype}; "
+                f"pylin's kernels support {', '.join(SUPPORTED_QTYPES)}"
+            )
+        shape = self.tensor_shape(name)
+        data = t.data if t.data.dtype == np.uint8 else t.data.view(np.uint8)
+        try:
+            return QTensor(data, qtype, shape, name)
+        except ValueError as e:
+            raise GGUFError(f"{self.path}: tensor {name!r}: {e}") from e
+
+    def float_tensor(self, name: str) -> np.ndarray:
+        """A small tensor (norm weight, rope factors) as float32 values."""
+        q = self.qtensor(name)
+        return q.dequantize().reshape(-1) if q.qtype != "F32" else q.data.view(np.float32).copy()
+
+
+class GGUFSource:
+    """TensorSource over a GGUFFile for pylin.weights.build_weights."""
+
+    fmt = "gguf"
+
+    def __init__(self, gguf: GGUFFile) -> None:
+        self.gguf = gguf
+
+    def has(self, name: str) -> bool:
+        return self.gguf.has_tensor(name)
+
+    def linear(self, name: str) -> QTensor:
+        q = self.gguf.qtensor(name)
+        if len(q.shape) != 2:
+            raise GGUFError(f"{self.gguf.path}: tensor {name!r} has shape {q.shape}; expected a 2-D weight")
+        return q
+
+    def norm(self, name: str) -> torch.Tensor:
+        return torch.from_numpy(self.gguf.float_tensor(name))

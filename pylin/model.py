@@ -1,0 +1,219 @@
+"""pylin.Model: a loaded decoder (weights kept in their stored format) with tokenize / embed / logits /
+generate, and the weight containers the forward pass reads.
+
+Projection weights are QTensors (GGUF blocks or HF float storage); norm weights are small float tensors
+holding the *effective* weight (Gemma's 1 + w applied).  Only the embedding rows a prompt uses are ever
+dequantized.  Tests: tests/test_models.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import decoder
+from .architectures.base import ArchConfig
+from .errors import EmptyPromptError
+from .qtensor import QTensor
+
+
+@dataclass
+class LayerWeights:
+    """One layer: norms as effective float tensors (or None), projections (out, in) as QTensors."""
+
+    q: Any
+    k: Any
+    v: Any
+    o: Any
+    gate: Any
+    up: Any
+    down: Any
+    attn_norm: torch.Tensor | None = None
+    post_attn_norm: torch.Tensor | None = None
+    mlp_norm: torch.Tensor | None = None
+    post_mlp_norm: torch.Tensor | None = None
+    q_norm: torch.Tensor | None = None
+    k_norm: torch.Tensor | None = None
+
+
+LINEAR_FIELDS = ("q", "k", "v", "o", "gate", "up", "down")
+
+
+@dataclass
+class ModelWeights:
+    layers: list[LayerWeights]
+    token_embd: Any  # (vocab, d)
+    final_norm: torch.Tensor
+    lm_head: Any  # (vocab, d): token_embd itself when tied
+
+    def map_linear(self, fn: Callable[[Any], Any]) -> ModelWeights:
+        """A copy with every projection (and the LM head / embedding) replaced by fn(weight)."""
+        layers = [replace(lw, **{f: fn(getattr(lw, f)) for f in LINEAR_FIELDS}) for lw in self.layers]
+        embd = fn(self.token_embd)
+        head = embd if self.lm_head is self.token_embd else fn(self.lm_head)
+        return ModelWeights(layers, embd, self.final_norm, head)
+
+    def map_norms(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> ModelWeights:
+        """A copy with every norm weight replaced by fn(weight) (e.g. a dtype change)."""
+        norm_fields = [f.name for f in fields(LayerWeights) if f.name not in LINEAR_FIELDS]
+        layers = [
+            replace(lw, **{f: None if getattr(lw, f) is None else fn(getattr(lw, f)) for f in norm_fields})
+            for lw in self.layers
+        ]
+        return ModelWeights(layers, self.token_embd, fn(self.final_norm), self.lm_head)
+
+    def dequantized(self, dtype: torch.dtype = torch.float64) -> ModelWeights:
+        """Float copies of every weight (for pylin.reference and tests; small models only)."""
+
+        def deq(w: Any) -> torch.Tensor:
+            return torch.from_numpy(w.dequantize()).to(dtype) if isinstance(w, QTensor) else w.to(dtype)
+
+        return self.map_linear(deq).map_norms(lambda t: t.to(dtype))
+
+
+class Model:
+    """A decoder LLM: `arch`, `config`, `weights`, `tokenizer`; forward passes on the stored weights."""
+
+    def __init__(
+        self,
+        arch: str,
+        config: ArchConfig,
+        weights: ModelWeights,
+        *,
+        dtype: torch.dtype = torch.float32,
+        device: str = "cpu",
+        tokenizer: Any = None,
+        tokenizer_factory: Callable[[], Any] | None = None,
+        source: str = "",
+    ) -> None:
+        self.arch = arch
+        self.config = config
+        self.weights = weights
+        self.dtype = dtype
+        self.device = device
+        self.source = source
+        self._tokenizer = tokenizer
+        self._tokenizer_factory = tokenizer_factory
+
+    def __repr__(self) -> str:
+        c = self.config
+        return (
+            f"pylin.Model({self.arch}, {c.n_layers} layers, d={c.d_model}, heads={c.n_heads}/{c.n_kv_heads}, "
+            f"vocab={c.vocab_size}, {str(self.dtype).replace('torch.', '')}, source={self.source!r})"
+        )
+
+    @property
+    def n_layers(self) -> int:
+        return self.config.n_layers
+
+    @property
+    def d_model(self) -> int:
+        return self.config.d_model
+
+    # ---- tokens ---------------------------------------------------------------------------------
+
+    @property
+    def tokenizer(self) -> Any:
+        """The tokenizer (built on first use: a GGUF vocabulary takes seconds to convert)."""
+        if self._tokenizer is None and self._tokenizer_factory is not None:
+            self._tokenizer = self._tokenizer_factory()
+            self._tokenizer_factory = None
+        return self._tokenizer
+
+    def _need_tokenizer(self) -> Any:
+        tok = self.tokenizer
+        if tok is None:
+            raise ValueError(
+                f"{self.source or 'this model'} has no tokenizer; pass tokenizer=<HF folder> to pylin.load"
+            )
+        return tok
+
+    def tokenize(self, text: str, add_bos: bool = True) -> list[int]:
+        """Token ids of text, with the BOS token first when the model uses one and add_bos is set."""
+        from .tokenizer import encode
+
+        ids = encode(self._need_tokenizer(), text, add_bos=add_bos, bos_token_id=self.config.bos_token_id)
+        if not ids:
+            raise EmptyPromptError("the prompt has no tokens")
+        return ids
+
+    def decode(self, ids: Sequence[int] | int) -> str:
+        if isinstance(ids, (int, np.integer)):
+            ids = [int(ids)]
+        return self._need_tokenizer().decode(list(ids))
+
+    def _ids(self, ids_or_text: str | Sequence[int] | torch.Tensor) -> list[int]:
+        if isinstance(ids_or_text, str):
+            return self.tokenize(ids_or_text)
+        ids = [int(i) for i in (ids_or_text.tolist() if hasattr(ids_or_text, "tolist") else ids_or_text)]
+        if not ids:
+            raise EmptyPromptError("the prompt has no tokens")
+        vocab = self.weights.token_embd.shape[0]
+        bad = [i for i in ids if not 0 <= i < vocab]
+        if bad:
+            raise ValueError(f"token ids {bad[:5]} outside the vocabulary 0..{vocab - 1}")
+        return ids
+
+    # ---- forward passes -------------------------------------------------------------------------
+
+    def embed(self, ids: str | Sequence[int] | torch.Tensor) -> torch.Tensor:
+        """(n, d) residual stream entering layer 0: the used embedding rows only, × embed_scale."""
+        ids = self._ids(ids)
+        table = self.weights.token_embd
+        rows = {i: _embedding_row(table, i) for i in set(ids)}
+        x = torch.from_numpy(np.stack([rows[i] for i in ids])).to(self.dtype)
+        if self.config.embed_scale != 1.0:
+            x = x * self.config.embed_scale
+        return x
+
+    def forward(self, x: torch.Tensor, **kw: Any) -> decoder.ForwardResult:
+        """The decoder forward (pylin.decoder.forward) on this model's stored weights."""
+        return decoder.forward(self, self.weights, x, **kw)
+
+    def lm_head(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Logits of final-normed hidden states (…, d) -> (…, vocab)."""
+        logits = decoder.kernel_linear(hidden, self.weights.lm_head)
+        cap = self.config.final_logit_softcap
+        return torch.tanh(logits / cap) * cap if cap else logits
+
+    def logits(
+        self, ids: str | Sequence[int] | torch.Tensor, *, last_only: bool = False, **kw: Any
+    ) -> torch.Tensor:
+        """(n, vocab) next-token logits at every position, or (1, vocab) with last_only=True."""
+        hidden = self.forward(self.embed(ids), **kw).hidden
+        return self.lm_head(hidden[-1:] if last_only else hidden)
+
+    def hidden_states(self, ids: str | Sequence[int] | torch.Tensor, **kw: Any) -> list[torch.Tensor]:
+        """[embeddings, output of layer 0, …, output of the last layer] (raw residual stream, not normed)."""
+        x = self.embed(ids)
+        return [x, *self.forward(x, return_resid=True, **kw).resid]
+
+    def generate(
+        self, text: str | Sequence[int], max_new_tokens: int = 20, *, stop_at_eos: bool = True, **kw: Any
+    ) -> str:
+        """Greedy continuation of text (the new text only).  **kw go to forward (e.g. resid_hook)."""
+        ids = self._ids(text)
+        eos = self.config.eos_token_id
+        eos_ids = set(eos if isinstance(eos, list) else [] if eos is None else [eos])
+        new: list[int] = []
+        for _ in range(max_new_tokens):
+            token = int(self.logits(ids + new, last_only=True, **kw)[0].argmax())
+            if stop_at_eos and token in eos_ids:
+                break
+            new.append(token)
+        return self.decode(new) if new else ""
+
+    def linearize(self, text_or_ids: Any, **kw: Any) -> Any:
+        from .linearization import linearize
+
+        return linearize(self, text_or_ids, **kw)
+
+
+def _embedding_row(table: Any, i: int) -> np.ndarray:
+    if isinstance(table, QTensor):
+        return table.rows(i, i + 1).dequantize()[0]
+    return table[i].detach().float().numpy()
