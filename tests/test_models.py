@@ -14,14 +14,13 @@ import dataclasses
 
 import numpy as np
 import pytest
+import tiny_models as tm
 import torch
 
 import pylin
 from pylin import decoder
 from pylin.errors import UnsupportedArchitectureError
 from pylin.qtensor import QTensor
-
-import tiny_models as tm
 
 IDS = [1, 5, 77, 3, 200, 9, 42, 250, 17, 8, 99, 123]  # 12 tokens: longer than every tiny sliding window
 TOL = {"hf": 1e-5, "gguf": 1e-5, "real": 1e-4}
@@ -143,7 +142,8 @@ GGUF_CASES = [("llama", q) for q in GGUF_TYPES] + [
 def _gguf_model(tiny, tmp_path, family, qtype):
     folder, hf = tiny(family)
     if family == "qwen3":  # llama.cpp's qwen3 has no sliding-window layers
-        _, hf = tm.make_tiny_hf("qwen3", tmp_path, use_sliding_window=False, layer_types=["full_attention"] * 2)
+        full = ["full_attention"] * 2
+        _, hf = tm.make_tiny_hf("qwen3", tmp_path, use_sliding_window=False, layer_types=full)
     path = tmp_path / f"{family}-{qtype}.gguf"
     ref = tm.write_tiny_gguf(hf, family, path, qtypes=MIX if qtype == "mix" else qtype)
     return path, ref
@@ -162,7 +162,8 @@ def test_gguf_logits(tiny, tmp_path, family, qtype):
 def test_gguf_float64(tiny, tmp_path):
     path, ref = _gguf_model(tiny, tmp_path, "gemma3", "Q4_K")
     model = pylin.load(path, dtype="float64")
-    check_logits(model.logits(IDS), tm.hf_logits(ref, IDS, torch.float64), TOL["gguf"], "gemma3 GGUF Q4_K float64")
+    ref_logits = tm.hf_logits(ref, IDS, torch.float64)
+    check_logits(model.logits(IDS), ref_logits, TOL["gguf"], "gemma3 GGUF Q4_K float64")
 
 
 def test_gguf_weights_are_views(tiny, tmp_path):
@@ -304,8 +305,9 @@ def _gemma_reference(model) -> torch.nn.Module:
 
     c = model.config
     config = Gemma3TextConfig(
-        vocab_size=c.vocab_size, hidden_size=c.d_model, intermediate_size=c.d_ff, num_hidden_layers=c.n_layers,
-        num_attention_heads=c.n_heads, num_key_value_heads=c.n_kv_heads, head_dim=c.head_dim,
+        vocab_size=c.vocab_size, hidden_size=c.d_model, intermediate_size=c.d_ff,
+        num_hidden_layers=c.n_layers, num_attention_heads=c.n_heads, num_key_value_heads=c.n_kv_heads,
+        head_dim=c.head_dim,
         rms_norm_eps=c.norm_eps, sliding_window=512, query_pre_attn_scalar=256, max_position_embeddings=32768,
         rope_parameters={"full_attention": {"rope_type": "default", "rope_theta": 1_000_000.0},
                          "sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0}},
@@ -345,7 +347,8 @@ def test_real_gemma_logits(gemma):
     err = check_logits(got, ref, TOL["real"], "Gemma 3 270M Q4_K_M vs transformers float64")
     assert torch.equal(got[-1].topk(5).indices, ref[-1].topk(5).indices)
     del ref_model
-    print(f"top-5 after the prompt: {[gemma.decode([int(i)]) for i in got[-1].topk(5).indices]} (err {err:.1e})")
+    top5 = [gemma.decode([int(i)]) for i in got[-1].topk(5).indices]
+    print(f"top-5 after the prompt: {top5} (err {err:.1e})")
     print(f"greedy: {PROMPT!r} -> {gemma.generate(PROMPT, max_new_tokens=12)!r}")
 
 
