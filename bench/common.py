@@ -1,0 +1,121 @@
+"""Shared benchmark helpers: timing (warm-up + median of N), peak RSS, and a JSON writer that records
+the commit, the machine, the thread count and the load on the machine while the benchmark ran.
+
+    from bench.common import time_call, write_results
+    ms = time_call(lambda: f(x), repeats=7)             # median milliseconds
+    path = write_results("matmul", rows, extra={...})   # bench/results/matmul-<date>.json
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def time_call(fn: Callable[[], Any], repeats: int = 7, warmup: int = 1, min_seconds: float = 0.0) -> float:
+    """Median wall time of fn() in milliseconds, after `warmup` untimed calls.  With min_seconds > 0,
+    keeps repeating until that much time has been spent (short kernels get more samples)."""
+    for _ in range(warmup):
+        fn()
+    samples: list[float] = []
+    start = time.perf_counter()
+    while len(samples) < repeats or (time.perf_counter() - start) < min_seconds:
+        t0 = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - t0)
+        if len(samples) >= 1000:
+            break
+    return statistics.median(samples) * 1e3
+
+
+def time_interleaved(fns: Sequence[Callable[[], Any]], repeats: int = 7, warmup: int = 1) -> list[float]:
+    """Median milliseconds of each function, timed in alternation (a, b, a, b, ...) so that load from
+    other processes on a shared machine hits every contender alike."""
+    for fn in fns:
+        for _ in range(warmup):
+            fn()
+    samples: list[list[float]] = [[] for _ in fns]
+    for _ in range(repeats):
+        for i, fn in enumerate(fns):
+            t0 = time.perf_counter()
+            fn()
+            samples[i].append(time.perf_counter() - t0)
+    return [statistics.median(s) * 1e3 for s in samples]
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process in MiB (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def commit_hash() -> str:
+    try:
+        root = Path(__file__).resolve().parent.parent
+
+        def git(*args: str) -> str:
+            return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True).stdout.strip()
+
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+        return git("rev-parse", "--short", "HEAD") + ("+dirty" if dirty else "")
+    except OSError:
+        return "unknown"
+
+
+def machine_info(threads: int) -> dict[str, Any]:
+    load = os.getloadavg() if hasattr(os, "getloadavg") else (0.0, 0.0, 0.0)
+    return {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "threads": threads,
+        "python": platform.python_version(),
+        "loadavg_1_5_15": [round(v, 2) for v in load],
+    }
+
+
+def write_results(
+    name: str, rows: list[dict[str, Any]], threads: int, extra: dict[str, Any] | None = None
+) -> Path:
+    """Write {meta, rows} to bench/results/<name>-<date>.json and return the path."""
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    now = _dt.datetime.now()
+    meta = {"benchmark": name, "date": now.isoformat(timespec="seconds"), "commit": commit_hash()}
+    meta.update(machine_info(threads))
+    meta["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    meta.update(extra or {})
+    path = RESULTS_DIR / f"{name}-{now:%Y-%m-%d}.json"
+    path.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
+    return path
+
+
+def print_table(rows: list[dict[str, Any]], columns: Sequence[tuple[str, str, str]]) -> None:
+    """columns: (key, header, format) triples; prints an aligned plain-text table."""
+
+    def cell(value: Any, spec: str) -> str:
+        return format(value, spec) if isinstance(value, (int, float)) else str(value)
+
+    cells = [[cell(r[k], f) for k, _, f in columns] for r in rows]
+    widths = [max([len(h)] + [len(c[i]) for c in cells]) for i, (_, h, _) in enumerate(columns)]
+    print("  ".join(h.rjust(w) for (_, h, _), w in zip(columns, widths, strict=True)))
+    for c in cells:
+        print("  ".join(v.rjust(w) for v, w in zip(c, widths, strict=True)))
