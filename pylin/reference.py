@@ -12,6 +12,7 @@ Tests: tests/test_linearization.py.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import fields
 from typing import Any
 
 import torch
@@ -25,8 +26,41 @@ def dequantized_weights(model: Any, dtype: torch.dtype | None = None) -> Any:
     dtype = dtype or model.dtype
     cache = model.__dict__.setdefault("_reference_weights", {})
     if dtype not in cache:
-        cache[dtype] = model.weights.dequantized(dtype)
+        # The embedding table and LM head stay quantized: the reference needs only the prompt's rows
+        # (model.embed) and, for a logit site, one row of the head.
+        full = model.weights
+        floats = full.dequantized(dtype) if _small(full.token_embd) else _layers_dequantized(full, dtype)
+        cache[dtype] = type(full)(floats.layers, full.token_embd, floats.final_norm, full.lm_head)
     return cache[dtype]
+
+
+def _small(table: Any) -> bool:
+    return table.shape[0] * table.shape[1] <= 1 << 22
+
+
+def _layers_dequantized(full: Any, dtype: torch.dtype) -> Any:
+    """Float copies of the layers and the final norm only (big vocabularies stay quantized)."""
+    from dataclasses import replace
+
+    from .model import LINEAR_FIELDS
+    from .qtensor import QTensor
+
+    def deq(w: Any) -> torch.Tensor:
+        return torch.from_numpy(w.dequantize()).to(dtype) if isinstance(w, QTensor) else w.to(dtype)
+
+    def norm(t: Any) -> Any:
+        return None if t is None else t.to(dtype)
+
+    layers = []
+    for lw in full.layers:
+        changes = {f.name: norm(getattr(lw, f.name)) for f in fields(lw) if f.name not in LINEAR_FIELDS}
+        changes.update({f: deq(getattr(lw, f)) for f in LINEAR_FIELDS})
+        layers.append(replace(lw, **changes))
+    return type(full)(layers, full.token_embd, full.final_norm.to(dtype), full.lm_head)
+
+
+def _head_row(weights: Any, token_id: int, dtype: torch.dtype) -> torch.Tensor:
+    return torch.from_numpy(weights.lm_head.rows(token_id, token_id + 1).dequantize()[0]).to(dtype)
 
 
 def _branches(cfg: Any, i: int, lw: Any, x: torch.Tensor, detach: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -54,7 +88,7 @@ def site_function(
     def f(x: torch.Tensor) -> torch.Tensor:
         if out.kind in ("final", "logit"):
             y = decoder.forward(cfg, weights, x, linear=decoder.torch_linear, detach=detach, start_layer=start).hidden[-1]
-            return y if out.kind == "final" else (y @ weights.lm_head[out.token_id]).reshape(1)
+            return y if out.kind == "final" else (y @ _head_row(weights, out.token_id, y.dtype)).reshape(1)
         if out.kind == "resid_post":
             v = decoder.forward(cfg, weights, x, linear=decoder.torch_linear, detach=detach, start_layer=start,
                                 stop_layer=out.layer + 1).output[-1]
