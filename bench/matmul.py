@@ -108,6 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--orientation", choices=["matmul_t", "matmul", "both"], default="both")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--no-json", action="store_true", help="print only")
+    parser.add_argument("--tag", default="", help="suffix of the JSON file name (several runs a day)")
     args = parser.parse_args(argv)
 
     shapes = list(QUICK["shapes"] if args.quick else SHAPES)
@@ -139,7 +140,7 @@ def main(argv: list[str] | None = None) -> None:
                              "in alternation with pylin (median of repeats)",
                  "note": "shared 2-core machine: other processes ran during the measurement "
                          "(see loadavg_1_5_15)"}  # fmt: skip
-        path = write_results("matmul", rows, args.threads, extra)
+        path = write_results("matmul", rows, args.threads, extra, tag=args.tag)
         print(f"\nwrote {path}")
 
 
