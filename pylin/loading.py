@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from .architectures import config_from_gguf, config_from_hf, family_for_gguf
+from .errors import CheckpointError
 from .model import Model
 
 _DTYPES = {
@@ -109,8 +110,14 @@ def _load_hf(folder: Path, dtype: torch.dtype, quantize: str | None) -> Model:
     from .weights import build_weights
 
     family, cfg = read_config(folder)
-    config = config_from_hf(family, cfg)
-    weights = build_weights(SafetensorsSource(folder, quantize), family, config, dtype)
+    source = SafetensorsSource(folder, quantize)
+    try:
+        config = config_from_hf(family, cfg)
+    except (KeyError, TypeError) as e:
+        raise CheckpointError(
+            f"{folder}/config.json lacks or mangles a setting {family.name} needs: {e!r}"
+        ) from e
+    weights = build_weights(source, family, config, dtype)
     return Model(
         family.name,
         config,
