@@ -20,7 +20,6 @@ from typing import Any
 
 import torch
 
-from . import kernels
 from .frozen_layers import FrozenLayer, layer_jvp, layer_vjp
 from .sites import InputSite, OutputSite, parse_input, parse_output
 
@@ -127,7 +126,7 @@ class Linearization:
             for i in range(model.n_layers)
         ]
         hidden_last = self.forward_result.hidden[-1]
-        self.logits: torch.Tensor = kernels.matmul_t(hidden_last[None].contiguous(), model.weights.lm_head)[0]
+        self.logits: torch.Tensor = model.lm_head(hidden_last[None].contiguous())[0]
         self._head_row = self._logit_row()
         self._out_scale, self._out_weight = self._output_norm()
         self.output: torch.Tensor = self._site_value()
@@ -151,14 +150,18 @@ class Linearization:
     def wrt(self) -> str:
         return self.input_site.name
 
+    def _token_text(self, token: int) -> str:
+        # tiny test models and bare checkpoints may have no tokenizer: show the id instead
+        return self.model.decode([token]) if self.model.tokenizer is not None else f"<{token}>"
+
     @property
     def token_strings(self) -> list[str]:
-        return [self.model.decode([t]) for t in self.tokens]
+        return [self._token_text(t) for t in self.tokens]
 
     @property
     def next_token(self) -> tuple[int, str]:
         token = int(torch.argmax(self.logits))
-        return token, self.model.decode([token])
+        return token, self._token_text(token)
 
     def __repr__(self) -> str:
         return (
