@@ -176,15 +176,8 @@ def _forward_logits(
     model: Any, tokens: list[int], hook: Any, record: bool = False
 ) -> tuple[torch.Tensor, Any]:
     """Last-position logits of `tokens` with `hook` on the residual stream; also the forward's result."""
-    from . import kernels
-
-    x = model.embed(tokens)
-    res = model.forward(x, resid_hook=hook, record=record)
-    logits = kernels.matmul_t(res.hidden[-1:].contiguous(), model.weights.lm_head)[0]
-    cap = getattr(model.config, "final_logit_softcap", None)
-    if cap:  # Gemma 2-style final soft-capping, when the model has it
-        logits = cap * torch.tanh(logits / cap)
-    return logits, res
+    res = model.forward(model.embed(tokens), resid_hook=hook, record=record)
+    return model.lm_head(res.hidden[-1:])[0], res
 
 
 def steered_logits(
@@ -229,6 +222,7 @@ def generate(
     tokens = list(model.tokenize(prompt))
     start = len(tokens)
     eos = getattr(model.config, "eos_token_id", None)
+    eos_ids = set(eos if isinstance(eos, list) else [] if eos is None else [eos])
     steps: Any = range(max_new_tokens)
     if progress:
         from tqdm.auto import tqdm
@@ -238,12 +232,12 @@ def generate(
         hook = None if steer is None else steer.hook(model, tokens, strength)
         logits, _ = _forward_logits(model, tokens, hook)
         nxt = int(torch.argmax(logits))
-        tokens.append(nxt)
-        if stop_at_eos and eos is not None and nxt == eos:
+        if stop_at_eos and nxt in eos_ids:  # like Model.generate: the end token is not part of the text
             break
+        tokens.append(nxt)
     new = tokens[start:]
     label = "none" if steer is None else repr_operator(steer)
-    return Generation(prompt, tokens, new, model.decode(new), float(strength), label)
+    return Generation(prompt, tokens, new, model.decode(new) if new else "", float(strength), label)
 
 
 def repr_operator(op: SteeringOperator) -> str:

@@ -1,0 +1,343 @@
+"""The `pylin` command line (also `python -m pylin`).
+
+    pylin analyze [MODEL] --text "The bridge out of Marin is the" [--k 8] [--tokens all|-1|0,3]
+                  [--layers auto|all|none|0,4,8] [--dtype float32|float64] [--device cpu] [--out DIR]
+    pylin steer [MODEL] --concept "The Golden" --prompt "I'm going to arizona to see the" --layer 6
+                --strength 1.0 --max-new-tokens 20
+    pylin info MODEL [--tokens 8,32,128]
+
+MODEL defaults to pylin.default_model_path() (the Gemma 3 270M demo package).  Every bad argument ends in
+ONE line `pylin: error: …` on stderr and exit status 2 (argparse's convention), whether argparse or
+pylin finds it; anything else unexpected keeps its traceback (status 1).  Tests: tests/test_cli.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import struct
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+__all__ = ["main", "build_parser", "gguf_header", "linearize_memory"]
+
+
+class UsageError(Exception):
+    """A bad argument found after parsing (a model path, a layer out of range, …): exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # argparse prints usage + message; we want one line
+        self.exit(2, f"pylin: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return v
+
+
+def _float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if v != v or v in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return v
+
+
+def _nonempty(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="pylin", description="Decoder LLMs as exactly equivalent linear systems (detached Jacobians)."
+    )
+    sub = p.add_subparsers(
+        dest="command", required=True, parser_class=_Parser, metavar="{analyze,steer,info}"
+    )
+    common = _Parser(add_help=False)
+    common.add_argument(
+        "model", nargs="?", help="GGUF file or HF folder (default: the Gemma 3 270M demo model)"
+    )
+    common.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    common.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    common.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    a = sub.add_parser("analyze", parents=[common], help="linearize a prompt and write a report")
+    a.add_argument("--text", required=True, type=_nonempty, help="the prompt")
+    a.add_argument("--k", type=_positive_int, default=8, help="singular triplets per block (default 8)")
+    a.add_argument(
+        "--tokens", default="all", help="all | concat | -1 | 0,3,-1: which Jacobian blocks (default all)"
+    )
+    a.add_argument(
+        "--layers", default="auto", help="auto (6 spread out) | all | none | 0,4,8 | start:stop:step"
+    )
+    a.add_argument("--method", choices=["auto", "krylov", "randomized", "exact"], default="auto")
+    a.add_argument("--top", type=_positive_int, default=5, help="decoded tokens per singular vector")
+    a.add_argument("--nonlinear", choices=["auto", "on", "off"], default="auto",
+                   help="also the ordinary Jacobian's reconstruction (auto: small models)")  # fmt: skip
+    a.add_argument("--out", default="pylin-report", help="output folder (default ./pylin-report)")
+
+    s = sub.add_parser("steer", parents=[common], help="greedy generation steered by a concept's Jacobian")
+    s.add_argument("--concept", required=True, type=_nonempty, help="the concept prompt, e.g. 'The Golden'")
+    s.add_argument("--prompt", required=True, type=_nonempty, help="the prompt to continue")
+    s.add_argument(
+        "--layer", required=True, type=int, help="add after this layer (0 … n_layers-2; negative from end)"
+    )
+    s.add_argument("--strength", type=_float, default=1.0, help="λ: ‖Δ_i‖ = λ‖h_i‖/2 (default 1.0)")
+    s.add_argument("--max-new-tokens", type=_positive_int, default=20)
+
+    i = sub.add_parser("info", help="architecture, shapes, quant types, memory (reads only the GGUF header)")
+    i.add_argument("model", help="GGUF file")
+    i.add_argument("--tokens", default="8,32,128", help="prompt lengths for the memory estimate")
+    i.add_argument("--json", action="store_true", help="print JSON instead of text")
+    return p
+
+
+# ---- analyze / steer ---------------------------------------------------------------------------------
+
+
+def _load(args: argparse.Namespace) -> Any:
+    import pylin
+
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UsageError("--device cuda: no CUDA device is available here; use --device cpu")
+    source = args.model
+    if source is None:
+        try:
+            source = pylin.default_model_path()
+        except ImportError as e:
+            raise UsageError(str(e)) from None
+    if not Path(source).exists():
+        raise UsageError(f"no such model file or folder: {source}")
+    try:
+        return pylin.load(source, dtype=args.dtype, device=args.device)
+    except NotImplementedError as e:
+        raise UsageError(str(e)) from None
+
+
+def _analyze(args: argparse.Namespace) -> int:
+    from .report import analyze
+
+    progress = not args.no_progress
+    model = _load(args)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} exists and is not a folder")
+    data = analyze(
+        model, args.text, k=args.k, tokens=args.tokens, layers=args.layers, out=out, method=args.method,
+        top=args.top, nonlinear=args.nonlinear, progress=progress,
+    )  # fmt: skip
+    rec = data["reconstruction"]
+    pred = data["prediction"]
+    print(f"prompt: {args.text!r} ({len(data['tokens'])} tokens) -> {pred['token']!r}")
+    det, nl = rec["detached"], rec["nonlinear"]
+    print(f"detached reconstruction: rel. error {det['rel_error']:.3e}, R² {det['r2']:.9f}")
+    if rec["nonlinear"] is not None:
+        print(f"nonlinear Jacobian:      rel. error {nl['rel_error']:.3e}, R² {nl['r2']:.6f}")
+    for row in data["decoded"][: args.k]:
+        out_tokens = ", ".join(row["output"] or []) if row["output"] else "—"
+        print(f"  token {row['token_index']} σ{row['i']} = {row['sigma']:.4g}: {out_tokens}")
+    print(f"report: {out / 'report.html'} (+ report.json, {len(data.get('figures', {}))} figures)")
+    return 0
+
+
+def _steer(args: argparse.Namespace) -> int:
+    from . import steer
+
+    model = _load(args)
+    op = steer.jacobian_operator(model, args.concept, args.layer)
+    progress = not args.no_progress
+    base = steer.generate(model, args.prompt, max_new_tokens=args.max_new_tokens, progress=progress)
+    steered = steer.generate(
+        model,
+        args.prompt,
+        steer=op,
+        strength=args.strength,
+        max_new_tokens=args.max_new_tokens,
+        progress=progress,
+    )
+    print(f"concept {args.concept!r}, after layer {op.layer}, λ = {args.strength:g}")
+    print(f"unsteered: {args.prompt}{base.text}")
+    print(f"steered:   {args.prompt}{steered.text}")
+    return 0
+
+
+# ---- info: the GGUF header only --------------------------------------------------------------------
+
+_SCALAR = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
+
+
+def gguf_header(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Key/values (arrays summarized by length) and tensor infos of a GGUF file, read from its header.
+
+    A direct walk of the header (ggml/docs/gguf.md): string arrays such as the 262k-token vocabulary are
+    skipped by their lengths instead of being decoded, so this takes well under a second.
+    """
+    import mmap
+
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+        if buf[:4] != b"GGUF":
+            raise UsageError(f"{path} is not a GGUF file (bad magic)")
+        pos = 4
+
+        def take(fmt: str) -> Any:
+            nonlocal pos
+            try:
+                v = struct.unpack_from("<" + fmt, buf, pos)[0]
+            except struct.error:
+                raise UsageError(f"{path}: truncated GGUF header") from None
+            pos += struct.calcsize(fmt)
+            return v
+
+        def string() -> str:
+            nonlocal pos
+            n = take("Q")
+            if pos + n > len(buf):
+                raise UsageError(f"{path}: truncated GGUF header")
+            s = bytes(buf[pos : pos + n]).decode("utf-8", "replace")
+            pos += n
+            return s
+
+        def value(vtype: int) -> Any:
+            nonlocal pos
+            if vtype in _SCALAR:
+                return take(_SCALAR[vtype])
+            if vtype == 8:
+                return string()
+            if vtype == 9:
+                etype, count = take("I"), take("Q")
+                if etype in _SCALAR:
+                    pos += count * struct.calcsize(_SCALAR[etype])
+                else:
+                    for _ in range(count):
+                        value(etype)
+                return f"[{count} items]"
+            raise UsageError(f"{path}: unknown GGUF value type {vtype}")
+
+        version = take("I")
+        n_tensors, n_kv = take("Q"), take("Q")
+        meta = {}
+        for _ in range(n_kv):
+            key = string()
+            meta[key] = value(take("I"))
+        tensors = []
+        for _ in range(n_tensors):
+            name = string()
+            dims = [take("Q") for _ in range(take("I"))]
+            qtype, _offset = take("I"), take("Q")
+            tensors.append((name, dims[::-1], qtype))
+    return {"version": version, "meta": meta, "tensors": tensors, "file_size": os.path.getsize(path)}
+
+
+def linearize_memory(meta: dict[str, Any], n: int, bytes_per: int = 4) -> dict[str, int]:
+    """Bytes to linearize an n-token prompt: the frozen records, one JVP/VJP chunk, and the full J."""
+    arch = meta.get("general.architecture", "llama")
+    d = int(meta.get(f"{arch}.embedding_length", 0))
+    layers = int(meta.get(f"{arch}.block_count", 0))
+    heads = int(meta.get(f"{arch}.attention.head_count", 1))
+    d_ff = int(meta.get(f"{arch}.feed_forward_length", 4 * d))
+    # Per layer the engine keeps the residual in/out, attention and MLP outputs (4·n·d), the attention
+    # probabilities (heads·n²) and the activated gate (n·d_ff); norms' scales are negligible.
+    records = layers * (4 * n * d + heads * n * n + n * d_ff) * bytes_per
+    chunk = 1 << 30  # the engine's default memory budget for tangents alive at once
+    return {"records": records, "jvp_vjp_budget": chunk, "full_jacobian": d * n * d * bytes_per}
+
+
+def _gib(b: float) -> str:
+    return f"{b / 2**30:.2f} GiB" if b >= 2**30 else f"{b / 2**20:.1f} MiB"
+
+
+def _info(args: argparse.Namespace) -> int:
+    path = Path(args.model)
+    if not path.is_file():
+        raise UsageError(
+            f"no such GGUF file: {path}" + (" (pylin info reads GGUF files)" if path.is_dir() else "")
+        )
+    try:
+        lengths = [int(t) for t in args.tokens.split(",") if t.strip()]
+    except ValueError:
+        raise UsageError(f"--tokens must be comma-separated positive integers, got {args.tokens!r}") from None
+    if not lengths or min(lengths) < 1:
+        raise UsageError(f"--tokens must be comma-separated positive integers, got {args.tokens!r}")
+    head = gguf_header(path)
+    from gguf import GGMLQuantizationType
+
+    def qname(q: int) -> str:
+        try:
+            return GGMLQuantizationType(q).name
+        except ValueError:
+            return f"type{q}"
+
+    meta = head["meta"]
+    arch = meta.get("general.architecture", "?")
+    counts: dict[str, int] = {}
+    n_params = 0
+    for _name, shape, q in head["tensors"]:
+        counts[qname(q)] = counts.get(qname(q), 0) + 1
+        numel = 1
+        for s in shape:
+            numel *= s
+        n_params += numel
+    info = {
+        "file": str(path),
+        "file_size": head["file_size"],
+        "gguf_version": head["version"],
+        "architecture": arch,
+        "name": meta.get("general.name"),
+        "parameters": n_params,
+        "config": {k.split(".", 1)[1]: v for k, v in meta.items() if k.startswith(f"{arch}.")},
+        "quant_types": counts,
+        "tensors": [{"name": n, "shape": s, "type": qname(q)} for n, s, q in head["tensors"]],
+        "memory": {str(n): linearize_memory(meta, n) for n in lengths},
+    }
+    if args.json:
+        print(json.dumps(info, indent=1))
+        return 0
+    print(f"{path.name}: {arch} ({info['name']}), GGUF v{info['gguf_version']}, {_gib(info['file_size'])}, "
+          f"{n_params / 1e6:.1f}M parameters")  # fmt: skip
+    for k, v in info["config"].items():
+        print(f"  {k:40s} {v}")
+    print("  quant types: " + ", ".join(f"{q} ×{c}" for q, c in sorted(counts.items())))
+    seen = set()
+    for t in info["tensors"]:  # one line per distinct tensor role (layer index folded away)
+        role = ".".join(p for p in t["name"].split(".") if not p.isdigit())
+        if role not in seen:
+            seen.add(role)
+            print(f"  {t['name']:32s} {str(tuple(t['shape'])):18s} {t['type']}")
+    print("memory to linearize (float32; weights stay memory-mapped, file size above):")
+    for n, m in info["memory"].items():
+        print(f"  {n:>5} tokens: frozen records {_gib(m['records'])}, JVP/VJP working set ≤ "
+              f"{_gib(m['jvp_vjp_budget'])}, full J (if formed) {_gib(m['full_jacobian'])}")  # fmt: skip
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    commands = {"analyze": _analyze, "steer": _steer, "info": _info}
+    try:
+        return commands[args.command](args)
+    except (UsageError, ValueError, FileNotFoundError, ImportError) as e:
+        # Every pylin validation error is a ValueError that names the problem: one line, status 2.
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        print(f"pylin: error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
