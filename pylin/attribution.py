@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from .decoding import Table, show_token
+from .decoding import Table, show_token, token_text
 
 __all__ = ["Attribution", "attribute"]
 
@@ -108,13 +108,13 @@ def attribute(lin: Any, logit_token: int | None = None) -> Attribution:
     )
     if kind == "logit":  # the output IS a logit: the terms are the contributions
         tid = site.token_id
-        att.logit_token = (tid, lin.model.decode([tid]))
+        att.logit_token = (tid, token_text(lin.model, tid))
         att.logit_contributions = terms[:, 0]
         att.logit = float(y[0])
     elif in_head_space and lin.d_out == head.shape[1]:
         tid = int(lin.next_token[0]) if logit_token is None else int(logit_token)
         row = torch.from_numpy(head.rows(tid, tid + 1).dequantize()[0]).double()
-        att.logit_token = (tid, lin.model.decode([tid]))
+        att.logit_token = (tid, token_text(lin.model, tid))
         att.logit_contributions = terms.double() @ row
         att.logit = float(row @ y.double())
     return att

@@ -150,7 +150,12 @@ def _analyze(args: argparse.Namespace) -> int:
     print(f"detached reconstruction: rel. error {det['rel_error']:.3e}, R² {det['r2']:.9f}")
     if rec["nonlinear"] is not None:
         print(f"nonlinear Jacobian:      rel. error {nl['rel_error']:.3e}, R² {nl['r2']:.6f}")
-    for row in data["decoded"][: args.k]:
+    last = (
+        max(r["token_index"] for r in data["decoded"] if isinstance(r["token_index"], int))
+        if any(isinstance(r["token_index"], int) for r in data["decoded"])
+        else "all"
+    )
+    for row in [r for r in data["decoded"] if r["token_index"] == last]:
         out_tokens = ", ".join(row["output"] or []) if row["output"] else "—"
         print(f"  token {row['token_index']} σ{row['i']} = {row['sigma']:.4g}: {out_tokens}")
     print(f"report: {out / 'report.html'} (+ report.json, {len(data.get('figures', {}))} figures)")

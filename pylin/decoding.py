@@ -23,7 +23,7 @@ import torch
 
 from .qtensor import QTensor
 
-__all__ = ["Table", "logit_lens", "nearest_embeddings", "decode_svd", "show_token"]
+__all__ = ["Table", "logit_lens", "nearest_embeddings", "decode_svd", "show_token", "token_text"]
 
 _ROWS_PER_CHUNK = 8192  # rows of the embedding table dequantized at a time when computing row norms
 _norm_cache: dict[int, tuple[QTensor, torch.Tensor]] = {}
@@ -147,10 +147,17 @@ def embedding_norms(table: QTensor) -> torch.Tensor:
     return norms
 
 
+def token_text(model: Any, token: int) -> str:
+    """The text of one token, or "<id>" for a model without a tokenizer (tiny test models)."""
+    if getattr(model, "tokenizer", True) is None:
+        return f"<{int(token)}>"
+    return model.decode([int(token)])
+
+
 def _topk(scores: torch.Tensor, top: int, model: Any) -> list[list[tuple[int, str, float]]]:
     vals, idx = torch.topk(scores, min(top, scores.shape[-1]), dim=-1)
     return [
-        [(int(i), model.decode([int(i)]), float(v)) for v, i in zip(vr.tolist(), ir.tolist(), strict=True)]
+        [(int(i), token_text(model, i), float(v)) for v, i in zip(vr.tolist(), ir.tolist(), strict=True)]
         for vr, ir in zip(vals, idx, strict=True)
     ]
 

@@ -43,7 +43,11 @@ def _plt() -> Any:
 
 
 def save(fig: Any, path: Path) -> None:
-    fig.savefig(path, dpi=80, bbox_inches="tight")
+    import warnings
+
+    with warnings.catch_warnings():  # tokens in scripts DejaVu Sans lacks render as boxes: fine, not news
+        warnings.filterwarnings("ignore", message="Glyph .* missing from font")
+        fig.savefig(path, dpi=80, bbox_inches="tight")
     _plt().close(fig)
 
 

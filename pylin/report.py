@@ -107,7 +107,7 @@ def _nonlinear(lin: Any, mode: str) -> dict[str, Any] | None:
 
 def analyze(
     model: Any,
-    text: str,
+    text: str | list[int],
     *,
     k: int = 8,
     tokens: str | int | list[int] = "all",
@@ -175,7 +175,7 @@ def analyze(
             "torch": torch.__version__,
             "platform": platform.platform(),
         },
-        "text": text,
+        "text": text if isinstance(text, str) else "".join(lin.token_strings),
         "tokens": list(lin.tokens),
         "token_strings": list(lin.token_strings),
         "prediction": {"token_id": int(nt[0]), "token": nt[1], "logit": float(lin.logits[nt[0]])},

@@ -25,6 +25,8 @@ from typing import Any
 
 import torch
 
+from .decoding import token_text
+
 __all__ = [
     "SteeringOperator",
     "JacobianOperator",
@@ -137,7 +139,7 @@ class VectorOperator(SteeringOperator):
 
 def jacobian_operator(model: Any, concept_text: str, layer: int) -> JacobianOperator:
     """The paper's steering operator from a concept prompt, for the residual stream after `layer`."""
-    if not isinstance(concept_text, str) or not concept_text.strip():
+    if isinstance(concept_text, str) and not concept_text.strip():
         raise ValueError("the concept text is empty")
     i = _check_layer(model, layer)
     lin = model.linearize(concept_text, output=f"blocks.{i}.resid_post", wrt="embed", normed=True)
@@ -206,7 +208,7 @@ class Generation:
 
 def generate(
     model: Any,
-    prompt: str,
+    prompt: str | list[int],
     *,
     steer: SteeringOperator | None = None,
     strength: float = 1.0,
@@ -217,9 +219,14 @@ def generate(
     """Greedy continuation of `prompt` steered by `steer` at strength λ (whole forward redone per token)."""
     if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
-    if not isinstance(prompt, str) or not prompt.strip():
-        raise ValueError("the prompt is empty")
-    tokens = list(model.tokenize(prompt))
+    if isinstance(prompt, str):
+        if not prompt.strip():
+            raise ValueError("the prompt is empty")
+        tokens = list(model.tokenize(prompt))
+    else:  # token ids (models without a tokenizer)
+        tokens = [int(t) for t in prompt]
+        if not tokens:
+            raise ValueError("the prompt has no tokens")
     start = len(tokens)
     eos = getattr(model.config, "eos_token_id", None)
     eos_ids = set(eos if isinstance(eos, list) else [] if eos is None else [eos])
@@ -237,7 +244,14 @@ def generate(
         tokens.append(nxt)
     new = tokens[start:]
     label = "none" if steer is None else repr_operator(steer)
-    return Generation(prompt, tokens, new, model.decode(new) if new else "", float(strength), label)
+    text = (
+        "".join(token_text(model, t) for t in new)
+        if model.tokenizer is None
+        else model.decode(new)
+        if new
+        else ""
+    )
+    return Generation(str(prompt), tokens, new, text, float(strength), label)
 
 
 def repr_operator(op: SteeringOperator) -> str:

