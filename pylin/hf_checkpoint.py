@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from .architectures import Family, family_for_hf
-from .errors import CheckpointError
+from .errors import CheckpointError, TensorShapeError
 from .qtensor import QTensor, block_layout, qtype_name
 
 # Prefixes under which checkpoints hold the decoder; stripped so names read "model.layers.…".
@@ -65,7 +65,7 @@ class SafetensorsSource:
     def __init__(self, folder: Path, quantize: str | None = None) -> None:
         from safetensors import safe_open
 
-        files = sorted(folder.glob("*.safetensors"))
+        files = _weight_files(folder)
         if not files:
             raise CheckpointError(f"{folder} has no *.safetensors files")
         self._handles = [safe_open(str(f), framework="pt") for f in files]
@@ -87,7 +87,7 @@ class SafetensorsSource:
     def linear(self, name: str) -> QTensor:
         t = self._tensor(name)
         if t.ndim != 2:
-            return QTensor.from_torch(t, name) if t.ndim else _bad_rank(name, t)
+            raise TensorShapeError(f"tensor {name!r} has shape {tuple(t.shape)}; expected a 2-D weight")
         if t.dtype not in (torch.float32, torch.float16, torch.bfloat16):
             t = t.float()
         if self.quantize is None:
@@ -98,8 +98,25 @@ class SafetensorsSource:
         return self._tensor(name).float()
 
 
-def _bad_rank(name: str, t: torch.Tensor) -> QTensor:
-    raise CheckpointError(f"tensor {name!r} has shape {tuple(t.shape)}; expected a 2-D weight")
+def _weight_files(folder: Path) -> list[Path]:
+    """The files model.safetensors.index.json names, else every *.safetensors (e.g. one model.safetensors).
+
+    The index matters where a folder also holds another layout's weights (Mistral's consolidated.safetensors).
+    """
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        except (OSError, ValueError, KeyError, AttributeError) as e:
+            raise CheckpointError(f"cannot read {index}: {e}") from e
+        missing = [n for n in names if not (folder / n).is_file()]
+        if missing:
+            raise CheckpointError(
+                f"{folder} lacks {', '.join(missing)} named in model.safetensors.index.json"
+            )
+        return [folder / n for n in names]
+    files = sorted(folder.glob("*.safetensors"))
+    return [f for f in files if f.name != "consolidated.safetensors"] or files
 
 
 def _canonical(key: str) -> str:

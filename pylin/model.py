@@ -136,6 +136,8 @@ class Model:
         """Token ids of text, with the BOS token first when the model uses one and add_bos is set."""
         from .tokenizer import encode
 
+        if isinstance(text, str) and not text:
+            raise EmptyPromptError("the prompt is empty")
         ids = encode(self._need_tokenizer(), text, add_bos=add_bos, bos_token_id=self.config.bos_token_id)
         if not ids:
             raise EmptyPromptError("the prompt has no tokens")

@@ -78,6 +78,37 @@ def test_phi3_longrope_short_and_long(tiny, n):
     check_logits(model.logits(IDS[:n]), tm.hf_logits(hf, IDS[:n]), TOL["hf"], f"phi3 n={n}")
 
 
+def test_qwen3_yarn_like_deepseek_r1(tmp_path):
+    """DeepSeek-R1-0528-Qwen3-8B is a qwen3 checkpoint with YaRN rope scaling."""
+    yarn = {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0, "original_max_position_embeddings": 8}
+    folder, hf = tm.make_tiny_hf("qwen3", tmp_path, rope_parameters=yarn, max_position_embeddings=32)
+    model = pylin.load(folder)
+    assert model.arch == "qwen3" and model.config.rope[0].attention_scaling > 1
+    check_logits(model.logits(IDS), tm.hf_logits(hf, IDS), TOL["hf"], "qwen3 yarn")
+
+
+def test_sharded_checkpoint_with_index(tiny, tmp_path):
+    """Weights split over shards named by model.safetensors.index.json; stray files are ignored."""
+    import json
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    folder, hf = tiny("olmo2")
+    tensors = load_file(folder / "model.safetensors")
+    sharded = tmp_path / "sharded"
+    sharded.mkdir()
+    shutil.copy(folder / "config.json", sharded / "config.json")
+    names = sorted(tensors)
+    shards = {"model-00001-of-00002.safetensors": names[::2], "model-00002-of-00002.safetensors": names[1::2]}
+    for file, keys in shards.items():
+        save_file({k: tensors[k] for k in keys}, sharded / file)
+    weight_map = {k: file for file, keys in shards.items() for k in keys}
+    (sharded / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    save_file({"layers.0.attention.wq.weight": torch.zeros(2, 2)}, sharded / "consolidated.safetensors")
+    check_logits(pylin.load(sharded).logits(IDS), tm.hf_logits(hf, IDS), TOL["hf"], "olmo2 sharded")
+
+
 def test_sliding_window_matters(tiny):
     """Negative control: without its window the Mistral model no longer matches (window < prompt)."""
     folder, hf = tiny("mistral")
@@ -248,6 +279,7 @@ def test_detached_forward_is_linear(tiny, family):
     err = rel_error(tangent_out, y)
     print(f"{family}: detached reconstruction error {err:.1e}")
     assert err < 1e-12
+
     # without detaching, the same identity fails: the network is not linear
     def g(inp):
         return decoder.forward(model, weights, inp, linear=decoder.torch_linear).hidden
