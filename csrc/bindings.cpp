@@ -170,11 +170,8 @@ PYBIND11_MODULE(_core, m) {
     });
     py::dict info;
     info["compiler"] = PYLIN_COMPILER;
-#ifdef _OPENMP
-    info["openmp"] = true;
-#else
-    info["openmp"] = false;
-#endif
+    info["openmp"] = false;  // threads come from pylin's own pool (csrc/cpu/parallel.h)
+    info["threading"] = "std::thread pool";
     py::list compiled;
     compiled.append("generic");
 #ifdef PYLIN_HAVE_AVX2

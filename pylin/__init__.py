@@ -28,6 +28,7 @@ def build_info() -> dict[str, Any]:
         "version": __version__,
         "compiler": native["compiler"],
         "openmp": native["openmp"],
+        "threading": native.get("threading", "openmp" if native["openmp"] else "serial"),
         "isa_compiled": list(native["isa_compiled"]),
         "isa_available": kernels.available_isas(),
         "isa_active": kernels.isa(),

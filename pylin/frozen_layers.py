@@ -65,7 +65,11 @@ def _attention_mix(layer: FrozenLayer, v: torch.Tensor, probs: torch.Tensor) -> 
     v = v.view(b, p, layer.n_kv_heads, layer.head_dim).transpose(1, 2)  # (B, kv, p, hd)
     probs = probs.view(layer.n_kv_heads, group, probs.shape[-2], p)  # (kv, group, q, p)
     o = torch.matmul(probs.unsqueeze(0), v.unsqueeze(2))  # (B, kv, group, q, hd)
-    return o.reshape(b, layer.n_heads, -1, layer.head_dim).transpose(1, 2).reshape(b, -1, layer.n_heads * layer.head_dim)
+    return (
+        o.reshape(b, layer.n_heads, -1, layer.head_dim)
+        .transpose(1, 2)
+        .reshape(b, -1, layer.n_heads * layer.head_dim)
+    )
 
 
 def _attention_mix_transposed(layer: FrozenLayer, go: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
@@ -112,8 +116,9 @@ def mlp_jvp(layer: FrozenLayer, h1: torch.Tensor, start: int, last_only: bool) -
     return _norm(_linear(m, w.down), scale("post_mlp_norm_scale"), w.post_mlp_norm)
 
 
-def layer_jvp(layer: FrozenLayer, t: torch.Tensor, start: int, stop_at: str = "resid_post",
-              last_only: bool = False) -> torch.Tensor:
+def layer_jvp(
+    layer: FrozenLayer, t: torch.Tensor, start: int, stop_at: str = "resid_post", last_only: bool = False
+) -> torch.Tensor:
     """Push a residual tangent through one layer; stop_at picks what is returned (a branch or h2)."""
     attn = attention_jvp(layer, t, start, last_only)
     if stop_at == "attn_out":
@@ -150,8 +155,9 @@ def mlp_vjp(layer: FrozenLayer, g_mlp: torch.Tensor, start: int, last_only: bool
     return _norm(_linear_transposed(gu, w.up), scale("mlp_norm_scale"), w.mlp_norm)
 
 
-def layer_vjp(layer: FrozenLayer, g: torch.Tensor, start: int, stop_at: str = "resid_post",
-              last_only: bool = False) -> torch.Tensor:
+def layer_vjp(
+    layer: FrozenLayer, g: torch.Tensor, start: int, stop_at: str = "resid_post", last_only: bool = False
+) -> torch.Tensor:
     """Pull a cotangent on the layer's output (h2, or the branch named by stop_at) back to its input.
 
     With last_only, g holds just the last position (B, 1, d); the result always covers p positions.

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from . import kernels
 from .frozen_layers import FrozenLayer, layer_jvp, layer_vjp
 from .sites import InputSite, OutputSite, parse_input, parse_output
 
@@ -62,7 +63,17 @@ def parse_memory(budget: int | str | None) -> int:
         if budget <= 0:
             raise ValueError(f"memory budget must be positive, got {budget}")
         return budget
-    units = {"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40, "kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12, "b": 1}
+    units = {
+        "kib": 2**10,
+        "mib": 2**20,
+        "gib": 2**30,
+        "tib": 2**40,
+        "kb": 1e3,
+        "mb": 1e6,
+        "gb": 1e9,
+        "tb": 1e12,
+        "b": 1,
+    }
     text = str(budget).strip().lower().replace(" ", "")
     for unit, factor in units.items():
         if text.endswith(unit):
@@ -118,9 +129,12 @@ class Linearization:
         self.dtype: torch.dtype = model.dtype
 
         embedded = model.embed(self.tokens)
-        self.forward_result = model.forward(embedded, record=True)
+        with kernels.kernel_threads():
+            self.forward_result = model.forward(embedded, record=True)
         self.records = self.forward_result.layers
-        self.x: torch.Tensor = embedded if self.input_site.layer == 0 else self.records[self.input_site.layer].resid_pre
+        self.x: torch.Tensor = (
+            embedded if self.input_site.layer == 0 else self.records[self.input_site.layer].resid_pre
+        )
         self.layers = [
             FrozenLayer(model.weights.layers[i], self.records[i], cfg.n_heads, cfg.n_kv_heads, cfg.head_dim)
             for i in range(model.n_layers)
@@ -240,7 +254,9 @@ class Linearization:
         if a.dtype != self.dtype:
             raise ValueError(f"{name} has dtype {a.dtype}; this linearization runs in {self.dtype}")
         if a.dim() != len(trailing) + 1 or tuple(a.shape[1:]) != trailing:
-            raise ValueError(f"{name} has shape {tuple(a.shape)}, expected (B, {', '.join(map(str, trailing))})")
+            raise ValueError(
+                f"{name} has shape {tuple(a.shape)}, expected (B, {', '.join(map(str, trailing))})"
+            )
         if a.shape[0] == 0:
             raise ValueError(f"{name} has an empty batch")
         return a
@@ -282,6 +298,13 @@ class Linearization:
         p = self.n_tokens - start
         out = torch.empty(V.shape[0], self.d_out, dtype=self.dtype)
         step = self._chunk(p)
+        with kernels.kernel_threads():
+            self._jvp_loop(V, sel, start, p, step, out)
+        return out
+
+    def _jvp_loop(
+        self, V: torch.Tensor, sel: list[int] | None, start: int, p: int, step: int, out: torch.Tensor
+    ) -> None:
         for b0 in range(0, V.shape[0], step):
             chunk = V[b0 : b0 + step]
             if sel is None:
@@ -290,7 +313,6 @@ class Linearization:
                 t = torch.zeros(chunk.shape[0], p, self.d_in, dtype=self.dtype)
                 t[:, [j - start for j in sel]] = chunk
             out[b0 : b0 + step] = self._jvp_chunk(t, start)
-        return out
 
     @torch.no_grad()
     def vjp(self, U: torch.Tensor, tokens: Sequence[int] | int | None = None) -> torch.Tensor:
@@ -302,12 +324,15 @@ class Linearization:
         rows = list(range(self.n_tokens)) if sel is None else sel
         out = torch.empty(U.shape[0], len(rows), self.d_in, dtype=self.dtype)
         step = self._chunk(p)
-        for b0 in range(0, U.shape[0], step):
-            g = self._vjp_chunk(U[b0 : b0 + step], start)
-            out[b0 : b0 + step] = g[:, [j - start for j in rows]]
+        keep = [j - start for j in rows]
+        with kernels.kernel_threads():
+            for b0 in range(0, U.shape[0], step):
+                out[b0 : b0 + step] = self._vjp_chunk(U[b0 : b0 + step], start)[:, keep]
         return out
 
-    def jacobian(self, tokens: Sequence[int] | int | None = None, *, progress: bool | None = None) -> torch.Tensor:
+    def jacobian(
+        self, tokens: Sequence[int] | int | None = None, *, progress: bool | None = None
+    ) -> torch.Tensor:
         """The detached Jacobian (d_out, n, d_in), or (d_out, len(tokens), d_in), from chunked VJPs."""
         sel = self._check_tokens(tokens)
         start = 0 if sel is None else min(sel)
@@ -345,8 +370,14 @@ class Linearization:
         """The ordinary Jacobian (no detaching) by autograd on dequantized weights: small models only."""
         from . import reference
 
-        return reference.jacobian(self.model, self.tokens, output=self.output_site.name, wrt=self.wrt,
-                                  normed=self.normed, detach=False)
+        return reference.jacobian(
+            self.model,
+            self.tokens,
+            output=self.output_site.name,
+            wrt=self.wrt,
+            normed=self.normed,
+            detach=False,
+        )
 
     def svd(self, k: int = 8, token: int | str = -1, **kwargs: Any) -> Any:
         """Top-k SVD of a Jacobian block, matrix-free by default (see pylin.svd.svd)."""

@@ -76,7 +76,12 @@ def _branches(cfg: Any, i: int, lw: Any, x: torch.Tensor, detach: bool) -> tuple
 
 
 def site_function(
-    model: Any, output: str = "final", wrt: str = "embed", *, normed: bool = False, detach: bool = True,
+    model: Any,
+    output: str = "final",
+    wrt: str = "embed",
+    *,
+    normed: bool = False,
+    detach: bool = True,
     dtype: torch.dtype | None = None,
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """f(X) = the output site (last token) as a function of the input site X (n, d)."""
@@ -87,14 +92,30 @@ def site_function(
 
     def f(x: torch.Tensor) -> torch.Tensor:
         if out.kind in ("final", "logit"):
-            y = decoder.forward(cfg, weights, x, linear=decoder.torch_linear, detach=detach, start_layer=start).hidden[-1]
+            y = decoder.forward(
+                cfg, weights, x, linear=decoder.torch_linear, detach=detach, start_layer=start
+            ).hidden[-1]
             return y if out.kind == "final" else (y @ _head_row(weights, out.token_id, y.dtype)).reshape(1)
         if out.kind == "resid_post":
-            v = decoder.forward(cfg, weights, x, linear=decoder.torch_linear, detach=detach, start_layer=start,
-                                stop_layer=out.layer + 1).output[-1]
+            v = decoder.forward(
+                cfg,
+                weights,
+                x,
+                linear=decoder.torch_linear,
+                detach=detach,
+                start_layer=start,
+                stop_layer=out.layer + 1,
+            ).output[-1]
         else:
-            h = decoder.forward(cfg, weights, x, linear=decoder.torch_linear, detach=detach, start_layer=start,
-                                stop_layer=out.layer).output
+            h = decoder.forward(
+                cfg,
+                weights,
+                x,
+                linear=decoder.torch_linear,
+                detach=detach,
+                start_layer=start,
+                stop_layer=out.layer,
+            ).output
             attn, mlp = _branches(cfg, out.layer, weights.layers[out.layer], h, detach)
             v = (attn if out.kind == "attn_out" else mlp)[-1]
         if not normed:
@@ -105,7 +126,9 @@ def site_function(
     return f
 
 
-def site_input(model: Any, ids: Sequence[int], wrt: str = "embed", dtype: torch.dtype | None = None) -> torch.Tensor:
+def site_input(
+    model: Any, ids: Sequence[int], wrt: str = "embed", dtype: torch.dtype | None = None
+) -> torch.Tensor:
     """X*: the embeddings, or the residual stream entering layer i, computed on dequantized weights."""
     dtype = dtype or model.dtype
     x = model.embed(list(ids)).to(dtype)
@@ -117,8 +140,15 @@ def site_input(model: Any, ids: Sequence[int], wrt: str = "embed", dtype: torch.
 
 
 def jacobian(
-    model: Any, ids: Sequence[int], *, output: str = "final", wrt: str = "embed", normed: bool = False,
-    detach: bool = True, dtype: torch.dtype | None = None, vectorize: bool = True,
+    model: Any,
+    ids: Sequence[int],
+    *,
+    output: str = "final",
+    wrt: str = "embed",
+    normed: bool = False,
+    detach: bool = True,
+    dtype: torch.dtype | None = None,
+    vectorize: bool = True,
 ) -> torch.Tensor:
     """The (detached, or with detach=False ordinary) Jacobian (d_out, n, d) by autograd."""
     f = site_function(model, output, wrt, normed=normed, detach=detach, dtype=dtype)
@@ -127,8 +157,14 @@ def jacobian(
 
 
 def jvp_vjp(
-    model: Any, ids: Sequence[int], V: torch.Tensor, U: torch.Tensor, *, output: str = "final",
-    wrt: str = "embed", normed: bool = False,
+    model: Any,
+    ids: Sequence[int],
+    V: torch.Tensor,
+    U: torch.Tensor,
+    *,
+    output: str = "final",
+    wrt: str = "embed",
+    normed: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(J·V, Jᵀ·U) for batches V (B, n, d) and U (B', d_out) by torch.func forward / reverse mode."""
     f = site_function(model, output, wrt, normed=normed, detach=True, dtype=V.dtype)

@@ -1,7 +1,8 @@
 """Named places in the network where a linearization starts (wrt) and ends (output).
 
 Names follow TransformerLens hooks:
-    output: "final" | "logit:<token id>" | "blocks.{i}.resid_post" | "blocks.{i}.attn_out" | "blocks.{i}.mlp_out"
+    output: "final" | "logit:<token id>"
+            | "blocks.{i}.resid_post" | "blocks.{i}.attn_out" | "blocks.{i}.mlp_out"
     wrt:    "embed" | "blocks.{i}.resid_pre"
 Every output is taken at the last token.  Tests: tests/test_linearization.py (bad names, ranges).
 """
@@ -60,7 +61,9 @@ def parse_output(site: str, n_layers: int, vocab_size: int) -> OutputSite:
             raise ValueError(f"output site {site!r}: expected 'logit:<token id>'")
         token = int(text)
         if not 0 <= token < vocab_size:
-            raise ValueError(f"output site {site!r}: token id {token} outside the vocabulary (0..{vocab_size - 1})")
+            raise ValueError(
+                f"output site {site!r}: token id {token} outside the vocabulary (0..{vocab_size - 1})"
+            )
         return OutputSite("logit", n_layers - 1, token)
     match = _BLOCK_SITE.match(site)
     if match is None or match.group(2) == "resid_pre":

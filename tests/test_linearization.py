@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tiny_models import FAMILIES, make_tiny_hf
 
 import pylin
 from pylin import reference
-
-from tiny_models import FAMILIES, make_tiny_hf
 
 TOL = {torch.float32: 1e-5, torch.float64: 1e-12}
 # autograd and pylin sum in different orders: float32 agreement is limited by rounding, not method

@@ -36,8 +36,13 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> float:
 
 @pytest.mark.parametrize(
     "output, wrt, normed",
-    [("final", "embed", False), ("logit:1186", "embed", False), ("blocks.9.resid_post", "embed", True),
-     ("blocks.5.attn_out", "embed", False), ("blocks.12.mlp_out", "blocks.4.resid_pre", True)],
+    [
+        ("final", "embed", False),
+        ("logit:1186", "embed", False),
+        ("blocks.9.resid_post", "embed", True),
+        ("blocks.5.attn_out", "embed", False),
+        ("blocks.12.mlp_out", "blocks.4.resid_pre", True),
+    ],
 )
 def test_reconstruction_float32(gemma, output, wrt, normed):
     lin = gemma.linearize(PROMPT, output=output, wrt=wrt, normed=normed)
@@ -77,4 +82,6 @@ def test_jvp_vjp_against_autograd(gemma):
 def test_last_token_block_alone_equals_its_vjp_rows(gemma):
     lin = gemma.linearize(PROMPT)
     U = torch.randn(4, lin.d_out, generator=torch.Generator().manual_seed(3))
-    assert rel(lin.vjp(U, tokens=[-1])[:, 0], lin.vjp(U)[:, -1]) <= 1e-5  # float32 rounding: other summation order
+    assert (
+        rel(lin.vjp(U, tokens=[-1])[:, 0], lin.vjp(U)[:, -1]) <= 1e-5
+    )  # float32 rounding: other summation order
