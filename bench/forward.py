@@ -11,12 +11,18 @@ Reference point: llama.cpp measured ~710 tokens/s prompt throughput on the same 
 
     python bench/forward.py                       # everything; JSON to bench/results/forward-<date>.json
     python bench/forward.py --skip-8b             # Gemma only
+    python bench/forward.py --omp-passive         # children run with OMP_WAIT_POLICY=PASSIVE
+
+On a shared machine, torch's and pylin's OpenMP pools spin-wait against each other (two runtimes, two
+pools of busy threads on the same cores); with the machine's load above its core count this slows the
+forward pass ~10×, and OMP_WAIT_POLICY=PASSIVE removes it.  The JSON records which was used.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -122,10 +128,11 @@ def run_case(case: str, n_tokens: list[int], repeats: int, path: str) -> list[di
     return rows
 
 
-def spawn(case: str, n_tokens: list[int], repeats: int, path: str) -> list[dict]:
+def spawn(case: str, n_tokens: list[int], repeats: int, path: str, passive: bool = False) -> list[dict]:
     cmd = [sys.executable, __file__, "--child", case, "--path", path, "--repeats", str(repeats),
            "--tokens", *map(str, n_tokens)]  # fmt: skip
-    out = subprocess.run(cmd, capture_output=True, text=True)
+    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE") if passive else None
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if out.returncode != 0:
         print(out.stderr[-3000:], file=sys.stderr)
         return [{"case": case, "error": out.stderr.strip().splitlines()[-1] if out.stderr else "failed"}]
@@ -142,6 +149,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--skip-8b", action="store_true")
     parser.add_argument("--llama8b", type=Path, default=SYNTHETIC_8B)
+    parser.add_argument(
+        "--omp-passive", action="store_true", help="children run with OMP_WAIT_POLICY=PASSIVE"
+    )
     args = parser.parse_args()
     if args.child:
         print(json.dumps(run_case(args.child, args.tokens, args.repeats, args.path)))
@@ -151,9 +161,13 @@ def main() -> None:
 
     gemma = pylin.default_model_path()
     gemma_tokens = args.tokens or [8, 128, 512]
-    rows = spawn("gemma3-270m pylin", gemma_tokens, args.repeats, gemma)
-    rows += spawn("gemma3-270m transformers", gemma_tokens, args.repeats, gemma)
-    notes = {"llama_cpp_gemma_tokens_per_s": LLAMA_CPP_GEMMA_TOKENS_PER_S}
+    passive = args.omp_passive
+    rows = spawn("gemma3-270m pylin", gemma_tokens, args.repeats, gemma, passive)
+    rows += spawn("gemma3-270m transformers", gemma_tokens, args.repeats, gemma, passive)
+    notes = {
+        "llama_cpp_gemma_tokens_per_s": LLAMA_CPP_GEMMA_TOKENS_PER_S,
+        "omp_wait_policy": "PASSIVE" if passive else os.environ.get("OMP_WAIT_POLICY", "default"),
+    }
     if not args.skip_8b:
         if not args.llama8b.exists():
             args.llama8b.parent.mkdir(parents=True, exist_ok=True)
@@ -161,7 +175,7 @@ def main() -> None:
 
             write("llama-3-8b", "Q4_0", args.llama8b)
         rows += spawn("llama-3-8b-Q4_0 pylin", [n for n in (args.tokens or [8, 128]) if n <= 128], 3,
-                      str(args.llama8b))  # fmt: skip
+                      str(args.llama8b), passive)  # fmt: skip
         rows.append({"case": "llama-3-8b-Q4_0 transformers", "error": "not run: float32 weights are 32 GB, "
                      "more than this machine's memory"})  # fmt: skip
     ok = [r for r in rows if "error" not in r]
@@ -178,7 +192,8 @@ def main() -> None:
             print(f"gemma3-270m {n} tokens: transformers_time / pylin_time = {ratio:.2f}")
     import torch
 
-    path = write_results("forward", rows, threads=torch.get_num_threads(), extra=notes)
+    tag = "omp-passive" if passive else ""
+    path = write_results("forward", rows, threads=torch.get_num_threads(), extra=notes, tag=tag)
     print(f"results: {path}")
 
 
