@@ -38,7 +38,22 @@ def prompt_ids(model, n_tokens: int) -> list[int]:
 
 
 def peak_rss_gib() -> float:
+    """Peak resident set since the last reset_peak_rss() (VmHWM), else since the process started."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 2**20
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def reset_peak_rss() -> None:
+    """Start peak-RSS accounting afresh (Linux: writing 5 to clear_refs resets VmHWM)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
 
 
 def linear_map_params(model) -> int:
@@ -70,7 +85,11 @@ def case(kind: str, model_path: str, n_tokens: int, threads: int) -> dict:
     torch.set_num_threads(threads)
     model = pylin.load(model_path)
     ids = prompt_ids(model, n_tokens)
-    result: dict = {"case": kind, "tokens": len(ids)}
+    result: dict = {"case": kind, "tokens": len(ids), "load_peak_rss_gib": peak_rss_gib()}
+    import gc
+
+    gc.collect()
+    reset_peak_rss()  # from here on, the peak is the case's own (the memory map's touched pages included)
     t0 = time.perf_counter()
     if kind == "pylin_full":
         lin = model.linearize(ids)
@@ -134,6 +153,7 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=1800)
     ap.add_argument("--llama8b", help="synthetic Llama-3-8B Q4_0 GGUF (bench/make_synthetic_gguf.py)")
     ap.add_argument("--skip-seed", action="store_true", help="do not run the seed baseline")
+    ap.add_argument("--tag", default="", help="suffix of the results file name")
     ap.add_argument("--case", help=argparse.SUPPRESS)
     ap.add_argument("--model", help=argparse.SUPPRESS)
     ap.add_argument("--n", type=int, help=argparse.SUPPRESS)
@@ -144,7 +164,7 @@ def main() -> None:
         return
 
     sys.path.insert(0, str(HERE))
-    from common import machine_info, write_results
+    from common import write_results
 
     import pylin
 
@@ -167,9 +187,10 @@ def main() -> None:
     summary = summarize(rows)
     for line in summary:
         print(line)
-    write_results(
-        "jacobian", {"gemm_flops_per_s": rate, "rows": rows, "summary": summary, **machine_info(args.threads)}
+    path = write_results(
+        "jacobian", rows, args.threads, extra={"gemm_flops_per_s": rate, "summary": summary}, tag=args.tag
     )
+    print(f"wrote {path}")
 
 
 def format_row(r: dict) -> str:

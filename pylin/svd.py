@@ -112,12 +112,33 @@ class _Stacked:
     d_out: int
 
 
+# Rows (vectors x positions) per engine call below which several tokens share one JVP/VJP call: a
+# pass over the quantized weights costs about the same for a few or a few thousand rows (decoding
+# dominates), while above it the kernels are compute-bound and sharing would only add positions.
+_SHARED_PASS_ROWS = 8192
+
+
+def _token_groups(op: Any, tokens: list[int], width: int) -> list[list[int]]:
+    """Consecutive runs of token indices (into `tokens`) that share one engine call."""
+    groups: list[list[int]] = []
+    for p in sorted(range(len(tokens)), key=lambda p: tokens[p]):
+        if groups:
+            group = groups[-1]
+            first = min(tokens[q] for q in group + [p])
+            if (len(group) + 1) * width * (op.n_tokens - first) <= _SHARED_PASS_ROWS:
+                group.append(p)
+                continue
+        groups.append([p])
+    return groups
+
+
 def _token_operator(op: Any, tokens: list[int], progress: bool) -> _Stacked:
-    """Blocks J_j for j in `tokens`: per-token JVP/VJP batches (`tokens=[j]`: by causality they touch only
-    positions ≥ j), and one shared VJP batch for the first pass."""
+    """Blocks J_j for j in `tokens`.  Each pass batches several tokens into one JVP / VJP call (block-
+    diagonal tangents: vector i of token j is non-zero only at j), so the weights are decoded once per
+    group of tokens; `tokens=` lets causality skip the positions before the group's first token."""
     P = len(tokens)
 
-    def loop(items: list[int]) -> Any:
+    def loop(items: list[list[int]]) -> Any:
         if progress and len(items) > 1:
             from tqdm.auto import tqdm
 
@@ -125,10 +146,27 @@ def _token_operator(op: Any, tokens: list[int], progress: bool) -> _Stacked:
         return items
 
     def matvec(X: torch.Tensor) -> torch.Tensor:  # X: (P, d_in, l) -> (P, d_out, l)
-        return torch.stack([op.jvp(X[p].T.unsqueeze(1), tokens=[tokens[p]]).T for p in loop(list(range(P)))])
+        l = X.shape[-1]
+        out = torch.empty(P, op.d_out, l, dtype=X.dtype, device=X.device)
+        for group in loop(_token_groups(op, tokens, l)):
+            G = len(group)
+            V = torch.zeros(G, l, G, op.d_in, dtype=X.dtype, device=X.device)
+            for g, p in enumerate(group):
+                V[g, :, g, :] = X[p].T
+            Y = op.jvp(V.reshape(G * l, G, op.d_in), tokens=[tokens[p] for p in group])
+            out[group] = Y.reshape(G, l, op.d_out).transpose(1, 2)
+        return out
 
     def rmatvec(Y: torch.Tensor) -> torch.Tensor:  # Y: (P, d_out, l) -> (P, d_in, l)
-        return torch.stack([op.vjp(Y[p].T, tokens=[tokens[p]])[:, 0, :].T for p in loop(list(range(P)))])
+        l = Y.shape[-1]
+        out = torch.empty(P, op.d_in, l, dtype=Y.dtype, device=Y.device)
+        for group in loop(_token_groups(op, tokens, l)):
+            G = len(group)
+            U = Y[group].transpose(1, 2).reshape(G * l, op.d_out)
+            W = op.vjp(U, tokens=[tokens[p] for p in group]).reshape(G, l, G, op.d_in)
+            idx = torch.arange(G, device=Y.device)
+            out[group] = W[idx, :, idx, :].transpose(1, 2)  # vector i of token g: its own row g
+        return out
 
     def rmatvec_shared(Om: torch.Tensor) -> torch.Tensor:  # Om: (d_out, l) -> (P, d_in, l)
         W = op.vjp(Om.T, tokens=tokens)  # (l, P, d_in)

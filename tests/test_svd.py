@@ -79,15 +79,24 @@ def test_deterministic_for_a_seed(fake: FakeLinearization) -> None:
     assert float(((c.S - a.S).abs() / a.S).max()) < 1e-3
 
 
-def test_pass_structure() -> None:
-    # token="all": the first pass is ONE VJP batch serving every token; the later ones are per-token
-    # (tokens=[j]) so that causality lets the engine skip positions before j.
+def test_pass_structure(monkeypatch: pytest.MonkeyPatch) -> None:
+    # token="all": the first pass is ONE VJP batch serving every token; the later ones batch the tokens
+    # into as few engine calls as the shared-pass row budget allows (block-diagonal tangents), each
+    # with tokens=[...] so that causality lets the engine skip positions before the group's first.
     f = FakeLinearization(n=6, d_in=64, d_out=48, rank=40)
     res = svd(f, k=4, token="all", power_iters=1)
     assert f.calls[0] == ("vjp", res.block_size, 6)
-    assert all(c[2] == 1 for c in f.calls[1:])
     assert res.n_jvp == 2 and res.n_vjp == 2
-    assert len(f.calls) == 1 + 6 * (res.n_jvp + res.n_vjp - 1)
+    assert all(c[2] == 6 for c in f.calls[1:])  # small problem: every token in one call per pass
+    assert len(f.calls) == 1 + (res.n_jvp + res.n_vjp - 1)
+    exact = svd(f, k=4, token="all", method="exact")
+    # a tiny budget forces one token per call: the same answer from many more, smaller calls
+    monkeypatch.setattr("pylin.svd._SHARED_PASS_ROWS", 1)
+    f.calls.clear()
+    split = svd(f, k=4, token="all", power_iters=1)
+    assert all(c[2] == 1 for c in f.calls[1:])
+    assert len(f.calls) == 1 + 6 * (split.n_jvp + split.n_vjp - 1)
+    assert torch.allclose(split.S, res.S, rtol=1e-10) and torch.allclose(res.S, exact.S, rtol=1e-3)
     f.calls.clear()
     svd(f, k=4, token=-1, power_iters=1)
     assert all(c[2] == 1 for c in f.calls) and len(f.calls) == 4
