@@ -99,9 +99,11 @@ def _load_gguf(path: Path, dtype: torch.dtype) -> Model:
     family = family_for_gguf(gguf.arch)
     config = config_from_gguf(family, gguf)
     weights = build_weights(GGUFSource(gguf), family, config, dtype)
-    return Model(
+    model = Model(
         family.name, config, weights, dtype=dtype, tokenizer_factory=lambda: from_gguf(gguf), source=str(path)
     )
+    model.gguf_file = gguf
+    return model
 
 
 def _load_hf(folder: Path, dtype: torch.dtype, quantize: str | None) -> Model:

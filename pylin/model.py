@@ -96,6 +96,7 @@ class Model:
         self.dtype = dtype
         self.device = device
         self.source = source
+        self.gguf_file: Any = None  # the pylin.gguf_file.GGUFFile a GGUF model's weights are views of
         self._tokenizer = tokenizer
         self._tokenizer_factory = tokenizer_factory
 

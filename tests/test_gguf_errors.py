@@ -74,6 +74,8 @@ def write_small_gguf(path: Path, *, arch: str = "llama", drop: str = "", reshape
         writer.add_tokenizer_model("gpt2")
         writer.add_token_list([chr(ord("a") + i % 26) * (1 + i // 26) for i in range(VOCAB)])
         writer.add_token_merges([])
+        writer.add_token_scores([-float(i) for i in range(VOCAB)])
+        writer.add_token_types([1] * VOCAB)
         writer.add_add_bos_token(False)
     for name, (values, qtype) in _tensors(rng).items():
         if name == drop:
@@ -110,6 +112,24 @@ def _tensor_info_offset_field(data: bytes, name: str) -> int:
     pos = data.index(name.encode()) + len(name)
     (n_dims,) = struct.unpack_from("<I", data, pos)
     return pos + 4 + 8 * n_dims + 4
+
+
+def test_fast_reader_matches_gguf_py(good):
+    """pylin's faster GGUFReader subclass yields exactly gguf-py's fields and tensor views."""
+    from pylin.gguf_file import _fast_reader_class
+
+    fast, stock = _fast_reader_class()(str(good)), gguf.GGUFReader(str(good))
+    assert list(fast.fields) == list(stock.fields)
+    for key, a in fast.fields.items():
+        b = stock.fields[key]
+        assert a.types == b.types and a.data == b.data and a.offset == b.offset, key
+        assert len(a.parts) == len(b.parts), key
+        assert all(
+            np.array_equal(x, y) and x.dtype == y.dtype for x, y in zip(a.parts, b.parts, strict=True)
+        ), key
+        assert a.contents() == b.contents(), key
+    for a, b in zip(fast.tensors, stock.tensors, strict=True):
+        assert a.name == b.name and a.tensor_type == b.tensor_type and np.array_equal(a.data, b.data)
 
 
 # ---- one broken thing at a time ------------------------------------------------------------------

@@ -347,9 +347,7 @@ def _gemma_reference(model) -> torch.nn.Module:
     )  # fmt: skip
     ref = Gemma3ForCausalLM(config).eval()
     names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.GEMMA3, c.n_layers)
-    from pylin.gguf_file import GGUFFile
-
-    g = GGUFFile(model.source)
+    g = model.gguf_file
     params = dict(ref.named_parameters())
     for hf_name, p in params.items():
         if hf_name == "lm_head.weight":
