@@ -67,11 +67,13 @@ PYBIND11_MODULE(_cuda, m) {
         int n = cuda::device_count(&why);
         return py::make_tuple(n, why ? std::string(why) : std::string());
     });
-    m.def("dequantize", [](uintptr_t w, int64_t n_bytes, int qtype, int64_t N, int64_t K, uintptr_t out,
+    m.def("dequantize", [](uintptr_t w, int64_t n_bytes, int qtype, int64_t N, int64_t K, uintptr_t out, int device,
                            uintptr_t stream) {
         const int64_t row_bytes = checked_row_bytes(qtype, N, K, n_bytes);
+        check_pointers(w, out, out, N);
         py::gil_scoped_release release;
-        check(cuda::dequantize((const uint8_t*)w, N, K, row_bytes, qtype, (float*)out, (void*)stream), "dequantize");
+        check(cuda::dequantize((const uint8_t*)w, N, K, row_bytes, qtype, (float*)out, device, (void*)stream),
+              "dequantize");
     });
     // matmul_t: y (M x N) = x (M x K) · wᵀ;  matmul: y (M x K) = x (M x N) · w
     for (const bool transposed : {true, false}) {

@@ -21,7 +21,10 @@ __global__ void dequantize_kernel(const uint8_t* w, int64_t n_rows, int64_t bloc
 
 }  // namespace
 
-int dequantize(const uint8_t* w, int64_t N, int64_t K, int64_t row_bytes, int qtype, float* out, void* stream) {
+int dequantize(const uint8_t* w, int64_t N, int64_t K, int64_t row_bytes, int qtype, float* out, int device,
+               void* stream) {
+    const cudaError_t err = cudaSetDevice(device);
+    if (err != cudaSuccess) return (int)err;
     const FormatInfo f = format_info((QType)qtype);
     const int64_t blocks_per_row = K / f.block_size;
     const int64_t total = N * blocks_per_row;

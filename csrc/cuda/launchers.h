@@ -14,7 +14,8 @@ namespace pylin::cuda {
 int device_count(const char** why_not);
 
 // out[N x K] (float32, device) = decode(w[N rows of row_bytes], qtype).
-int dequantize(const uint8_t* w, int64_t N, int64_t K, int64_t row_bytes, int qtype, float* out, void* stream);
+int dequantize(const uint8_t* w, int64_t N, int64_t K, int64_t row_bytes, int qtype, float* out, int device,
+               void* stream);
 
 // y[M x N] = x[M x K] · wᵀ (matmul_t.cu).  x, y float32, or float64 when is_double.
 int matmul_t(const uint8_t* w, int64_t N, int64_t K, int64_t row_bytes, int qtype, const void* x, int64_t M,
