@@ -345,20 +345,29 @@ def _gemma_reference(model) -> torch.nn.Module:
                          "sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0}},
         tie_word_embeddings=True,
     )  # fmt: skip
-    ref = Gemma3ForCausalLM(config).eval()
+    try:
+        from transformers.initialization import no_init_weights
+    except ImportError:  # transformers 4.x
+        from transformers.modeling_utils import no_init_weights
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)  # built in float64 directly; every weight is overwritten below
+    try:
+        with no_init_weights():
+            ref = Gemma3ForCausalLM(config).eval()
+    finally:
+        torch.set_default_dtype(previous)
     names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.GEMMA3, c.n_layers)
     g = model.gguf_file
-    params = dict(ref.named_parameters())
+    params = dict(ref.named_parameters(remove_duplicate=False))
     for hf_name, p in params.items():
-        if hf_name == "lm_head.weight":
-            continue
-        t = g.tensors[names.get_name(hf_name, try_suffixes=(".weight",))]
+        tied = hf_name == "lm_head.weight"  # the LM head is the embedding
+        t = g.tensors["token_embd.weight" if tied else names.get_name(hf_name, (".weight",))]
         values = gguf.quants.dequantize(t.data, t.tensor_type).reshape(p.shape)
         if hf_name.endswith("norm.weight"):
             values = values - 1.0  # the file stores 1 + w
         with torch.no_grad():
             p.copy_(torch.from_numpy(np.ascontiguousarray(values)))
-    return ref.to(torch.float64)
+    return ref
 
 
 @pytest.mark.realmodel
