@@ -97,10 +97,11 @@ def emergence(
 
         it = tqdm(jobs, desc="layers", unit="site", leave=False)
     rows = []
+    frozen = model.linearize(text_or_ids)  # one forward pass; every site below reuses its frozen state
     for i, comp in it:
         site = f"blocks.{i}.{COMPONENTS[comp]}"
         wrt = f"blocks.{i}.resid_pre" if layerwise and i > 0 else "embed"
-        lin = model.linearize(text_or_ids, output=site, wrt=wrt, normed=normed)
+        lin = frozen.at(output=site, wrt=wrt, normed=normed)
         res = svd(lin, k=k, token=token, seed=seed)
         sr = stable_rank(lin, token, samples=samples, seed=seed, svd_result=res)
         u = res.U.mT[:show]

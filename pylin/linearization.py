@@ -114,6 +114,7 @@ class Linearization:
         wrt: str = "embed",
         normed: bool = False,
         memory_budget: int | str | None = None,
+        _frozen: tuple[torch.Tensor, Any, torch.Tensor] | None = None,
     ) -> None:
         cfg = model.config
         self.model = model
@@ -128,9 +129,15 @@ class Linearization:
         self.memory_budget = parse_memory(memory_budget)
         self.dtype: torch.dtype = model.dtype
 
-        embedded = model.embed(self.tokens)
-        with kernels.kernel_threads():
-            self.forward_result = model.forward(embedded, record=True)
+        if _frozen is None:
+            embedded = model.embed(self.tokens)
+            with kernels.kernel_threads():
+                forward_result = model.forward(embedded, record=True)
+                logits = model.lm_head(forward_result.hidden[-1:].contiguous())[0]
+        else:
+            embedded, forward_result, logits = _frozen
+        self._embedded = embedded
+        self.forward_result = forward_result
         self.records = self.forward_result.layers
         self.x: torch.Tensor = (
             embedded if self.input_site.layer == 0 else self.records[self.input_site.layer].resid_pre
@@ -139,12 +146,31 @@ class Linearization:
             FrozenLayer(model.weights.layers[i], self.records[i], cfg.n_heads, cfg.n_kv_heads, cfg.head_dim)
             for i in range(model.n_layers)
         ]
-        hidden_last = self.forward_result.hidden[-1]
-        self.logits: torch.Tensor = model.lm_head(hidden_last[None].contiguous())[0]
+        self.logits: torch.Tensor = logits
         self._head_row = self._logit_row()
         self._out_scale, self._out_weight = self._output_norm()
         self.output: torch.Tensor = self._site_value()
         self._jacobian: torch.Tensor | None = None
+
+    def at(
+        self, output: str | None = None, wrt: str | None = None, *, normed: bool | None = None
+    ) -> Linearization:
+        """The same frozen state (no new forward pass) with another output and/or input site."""
+        return Linearization(
+            self.model,
+            self.tokens,
+            output=self.output_site.name if output is None else output,
+            wrt=self.wrt if wrt is None else wrt,
+            normed=self.normed if normed is None else normed,
+            memory_budget=self.memory_budget,
+            _frozen=(self._embedded, self.forward_result, self.logits),
+        )
+
+    def decode(self, result: Any, top: int = 5) -> Any:
+        """Decode an SVD result of this linearization to tokens (see pylin.decoding.decode_svd)."""
+        from .decoding import decode_svd
+
+        return decode_svd(result, self, top=top)
 
     # ---- descriptive attributes -----------------------------------------------------------------
 

@@ -159,3 +159,14 @@ def test_bad_tangents_and_prompts(tiny_path):
         model.linearize("")
     with pytest.raises(ValueError, match="no tokens"):
         model.linearize([])
+
+
+def test_at_reuses_the_frozen_state(model):
+    base = model.linearize(PROMPT)
+    for output, wrt, normed in sites(model):
+        moved = base.at(output=output, wrt=wrt, normed=normed)
+        fresh = model.linearize(PROMPT, output=output, wrt=wrt, normed=normed)
+        assert moved.forward_result is base.forward_result
+        assert torch.equal(moved.output, fresh.output) and torch.equal(moved.x, fresh.x)
+        U = torch.ones(1, moved.d_out, dtype=model.dtype)
+        assert torch.equal(moved.vjp(U), fresh.vjp(U))
