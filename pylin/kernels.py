@@ -148,8 +148,9 @@ def _check_weight(w: Any) -> QTensor:
 
 def _product(transposed: bool, x: Any, w: Any, out: Any | None) -> Any:
     w = _check_weight(w)
-    if getattr(x, "is_cuda", False):
-        from . import cuda
+    on_gpu = getattr(x, "is_cuda", False) or hasattr(x, "__cuda_array_interface__")
+    if on_gpu or type(w).__name__ == "CudaQTensor":
+        from . import cuda  # validates that x and w are both on the GPU, with a clear error if not
 
         return cuda.matmul(transposed, x, w, out)
     name = "x" if transposed else "g"

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from . import kernels
+from . import kernels, planner
 from .frozen_layers import FrozenLayer, layer_jvp, layer_vjp
 from .sites import InputSite, OutputSite, parse_input, parse_output
 
@@ -56,32 +56,8 @@ def reconstruction_error(y_hat: torch.Tensor, y: torch.Tensor, method: str) -> R
 
 
 def parse_memory(budget: int | str | None) -> int:
-    """Bytes from an int or a string like '512MiB' / '2GiB' / '1.5GB'."""
-    if budget is None:
-        return DEFAULT_MEMORY_BUDGET
-    if isinstance(budget, int):
-        if budget <= 0:
-            raise ValueError(f"memory budget must be positive, got {budget}")
-        return budget
-    units = {
-        "kib": 2**10,
-        "mib": 2**20,
-        "gib": 2**30,
-        "tib": 2**40,
-        "kb": 1e3,
-        "mb": 1e6,
-        "gb": 1e9,
-        "tb": 1e12,
-        "b": 1,
-    }
-    text = str(budget).strip().lower().replace(" ", "")
-    for unit, factor in units.items():
-        if text.endswith(unit):
-            try:
-                return int(float(text[: -len(unit)]) * factor)
-            except ValueError:
-                break
-    raise ValueError(f"cannot read memory budget {budget!r}; use bytes or e.g. '512MiB', '8GiB'")
+    """Bytes from an int or a string like '512MiB' / '2GiB' / '1.5GB' (None: the default budget)."""
+    return DEFAULT_MEMORY_BUDGET if budget is None else planner.parse_bytes(budget)
 
 
 def _token_ids(model: Any, text_or_ids: Any) -> list[int]:
@@ -215,8 +191,8 @@ class Linearization:
         if self.output_site.kind != "logit":
             return None
         tid = self.output_site.token_id
-        row = self.model.weights.lm_head.rows(tid, tid + 1).dequantize()
-        return torch.from_numpy(row).to(self.dtype)[0]
+        row = torch.as_tensor(self.model.weights.lm_head.rows(tid, tid + 1).dequantize())
+        return row.to(device=self._embedded.device, dtype=self.dtype)[0]
 
     def _output_norm(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """The frozen final-norm scale and weight applied after the site (None for raw sites)."""
@@ -279,6 +255,8 @@ class Linearization:
             raise ValueError(f"{name} must be a torch tensor, got {type(a).__name__}")
         if a.dtype != self.dtype:
             raise ValueError(f"{name} has dtype {a.dtype}; this linearization runs in {self.dtype}")
+        if a.device != self.x.device:
+            raise ValueError(f"{name} is on {a.device}; this linearization lives on {self.x.device}")
         if a.dim() != len(trailing) + 1 or tuple(a.shape[1:]) != trailing:
             raise ValueError(
                 f"{name} has shape {tuple(a.shape)}, expected (B, {', '.join(map(str, trailing))})"
@@ -288,11 +266,14 @@ class Linearization:
         return a
 
     def _chunk(self, n_positions: int) -> int:
-        """Tangents per chunk so that the live activations stay under the memory budget."""
-        cfg = self.model.config
-        width = 4 * cfg.d_model + 3 * cfg.d_ff + 3 * cfg.n_heads * cfg.head_dim
-        per_vector = max(1, n_positions * width * torch.finfo(self.dtype).bits // 8)
-        return max(1, self.memory_budget // per_vector)
+        """Tangents per chunk so that the live activations stay under the memory budget (on a GPU: also
+        under its free memory)."""
+        budget = self.memory_budget
+        if self.x.is_cuda:
+            free, _ = torch.cuda.mem_get_info(self.x.device)
+            budget = min(budget, max(1, int(free * 0.8)))
+        itemsize = torch.finfo(self.dtype).bits // 8
+        return planner.chunk_size(self.model.config, n_positions, itemsize, budget)
 
     # ---- the linear map ----------------------------------------------------------------------------
 
@@ -322,7 +303,7 @@ class Linearization:
         V = self._check_array(V, "V", (self.n_tokens if sel is None else len(sel), self.d_in))
         start = 0 if sel is None else min(sel)
         p = self.n_tokens - start
-        out = torch.empty(V.shape[0], self.d_out, dtype=self.dtype)
+        out = torch.empty(V.shape[0], self.d_out, dtype=self.dtype, device=self.x.device)
         step = self._chunk(p)
         with kernels.kernel_threads():
             self._jvp_loop(V, sel, start, p, step, out)
@@ -336,7 +317,7 @@ class Linearization:
             if sel is None:
                 t = chunk.contiguous()
             else:
-                t = torch.zeros(chunk.shape[0], p, self.d_in, dtype=self.dtype)
+                t = torch.zeros(chunk.shape[0], p, self.d_in, dtype=self.dtype, device=self.x.device)
                 t[:, [j - start for j in sel]] = chunk
             out[b0 : b0 + step] = self._jvp_chunk(t, start)
 
@@ -348,7 +329,7 @@ class Linearization:
         start = 0 if sel is None else min(sel)
         p = self.n_tokens - start
         rows = list(range(self.n_tokens)) if sel is None else sel
-        out = torch.empty(U.shape[0], len(rows), self.d_in, dtype=self.dtype)
+        out = torch.empty(U.shape[0], len(rows), self.d_in, dtype=self.dtype, device=self.x.device)
         step = self._chunk(p)
         keep = [j - start for j in rows]
         with kernels.kernel_threads():
@@ -363,7 +344,7 @@ class Linearization:
         sel = self._check_tokens(tokens)
         start = 0 if sel is None else min(sel)
         n_rows = self.n_tokens if sel is None else len(sel)
-        J = torch.empty(self.d_out, n_rows, self.d_in, dtype=self.dtype)
+        J = torch.empty(self.d_out, n_rows, self.d_in, dtype=self.dtype, device=self.x.device)
         step = max(1, min(self._chunk(self.n_tokens - start), 256))
         chunks = range(0, self.d_out, step)
         if progress is None:
@@ -372,7 +353,7 @@ class Linearization:
             from tqdm.auto import tqdm
 
             chunks = tqdm(chunks, desc="jacobian", unit="chunk", leave=False)
-        eye = torch.eye(self.d_out, dtype=self.dtype)
+        eye = torch.eye(self.d_out, dtype=self.dtype, device=self.x.device)
         for r0 in chunks:
             J[r0 : r0 + step] = self.vjp(eye[r0 : r0 + step], tokens=sel)
         if sel is None:
