@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import struct
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-__all__ = ["main", "build_parser", "gguf_header", "linearize_memory"]
+from .gguf_header import read_gguf_header
+
+__all__ = ["main", "build_parser"]
 
 
 class UsageError(Exception):
@@ -103,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("model", help="GGUF file")
     i.add_argument("--tokens", default="8,32,128", help="prompt lengths for the memory estimate")
     i.add_argument("--json", action="store_true", help="print JSON instead of text")
+    i.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                   help="cuda: plan GPU memory (weights, frozen state, batch that fits)")  # fmt: skip
+    i.add_argument("--gpu-memory", default="80GiB", help="GPU memory to plan for with --device cuda")
     return p
 
 
@@ -185,85 +188,6 @@ def _steer(args: argparse.Namespace) -> int:
 
 # ---- info: the GGUF header only --------------------------------------------------------------------
 
-_SCALAR = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
-
-
-def gguf_header(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Key/values (arrays summarized by length) and tensor infos of a GGUF file, read from its header.
-
-    A direct walk of the header (ggml/docs/gguf.md): string arrays such as the 262k-token vocabulary are
-    skipped by their lengths instead of being decoded, so this takes well under a second.
-    """
-    import mmap
-
-    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-        if buf[:4] != b"GGUF":
-            raise UsageError(f"{path} is not a GGUF file (bad magic)")
-        pos = 4
-
-        def take(fmt: str) -> Any:
-            nonlocal pos
-            try:
-                v = struct.unpack_from("<" + fmt, buf, pos)[0]
-            except struct.error:
-                raise UsageError(f"{path}: truncated GGUF header") from None
-            pos += struct.calcsize(fmt)
-            return v
-
-        def string() -> str:
-            nonlocal pos
-            n = take("Q")
-            if pos + n > len(buf):
-                raise UsageError(f"{path}: truncated GGUF header")
-            s = bytes(buf[pos : pos + n]).decode("utf-8", "replace")
-            pos += n
-            return s
-
-        def value(vtype: int) -> Any:
-            nonlocal pos
-            if vtype in _SCALAR:
-                return take(_SCALAR[vtype])
-            if vtype == 8:
-                return string()
-            if vtype == 9:
-                etype, count = take("I"), take("Q")
-                if etype in _SCALAR:
-                    pos += count * struct.calcsize(_SCALAR[etype])
-                else:
-                    for _ in range(count):
-                        value(etype)
-                return f"[{count} items]"
-            raise UsageError(f"{path}: unknown GGUF value type {vtype}")
-
-        version = take("I")
-        n_tensors, n_kv = take("Q"), take("Q")
-        meta = {}
-        for _ in range(n_kv):
-            key = string()
-            meta[key] = value(take("I"))
-        tensors = []
-        for _ in range(n_tensors):
-            name = string()
-            dims = [take("Q") for _ in range(take("I"))]
-            qtype, _offset = take("I"), take("Q")
-            tensors.append((name, dims[::-1], qtype))
-    return {"version": version, "meta": meta, "tensors": tensors, "file_size": os.path.getsize(path)}
-
-
-def linearize_memory(meta: dict[str, Any], n: int, bytes_per: int = 4) -> dict[str, int]:
-    """Bytes to linearize an n-token prompt: the frozen records, one JVP/VJP chunk, and the full J."""
-    arch = meta.get("general.architecture", "llama")
-    d = int(meta.get(f"{arch}.embedding_length", 0))
-    layers = int(meta.get(f"{arch}.block_count", 0))
-    heads = int(meta.get(f"{arch}.attention.head_count", 1))
-    d_ff = int(meta.get(f"{arch}.feed_forward_length", 4 * d))
-    # Per layer the engine keeps the residual in/out, attention and MLP outputs (4·n·d), the attention
-    # probabilities (heads·n²) and the activated gate (n·d_ff); norms' scales are negligible.
-    records = layers * (4 * n * d + heads * n * n + n * d_ff) * bytes_per
-    chunk = 1 << 30  # the engine's default memory budget for tangents alive at once
-    return {"records": records, "jvp_vjp_budget": chunk, "full_jacobian": d * n * d * bytes_per}
-
-
 def _gib(b: float) -> str:
     return f"{b / 2**30:.2f} GiB" if b >= 2**30 else f"{b / 2**20:.1f} MiB"
 
@@ -280,7 +204,7 @@ def _info(args: argparse.Namespace) -> int:
         raise UsageError(f"--tokens must be comma-separated positive integers, got {args.tokens!r}") from None
     if not lengths or min(lengths) < 1:
         raise UsageError(f"--tokens must be comma-separated positive integers, got {args.tokens!r}")
-    head = gguf_header(path)
+    head = read_gguf_header(path)
     from gguf import GGMLQuantizationType
 
     def qname(q: int) -> str:
@@ -309,7 +233,7 @@ def _info(args: argparse.Namespace) -> int:
         "config": {k.split(".", 1)[1]: v for k, v in meta.items() if k.startswith(f"{arch}.")},
         "quant_types": counts,
         "tensors": [{"name": n, "shape": s, "type": qname(q)} for n, s, q in head["tensors"]],
-        "memory": {str(n): linearize_memory(meta, n) for n in lengths},
+        "memory": {str(n): _memory(path, n, args) for n in lengths},
     }
     if args.json:
         print(json.dumps(info, indent=1))
@@ -325,11 +249,30 @@ def _info(args: argparse.Namespace) -> int:
         if role not in seen:
             seen.add(role)
             print(f"  {t['name']:32s} {str(tuple(t['shape'])):18s} {t['type']}")
+    if args.device == "cuda":
+        from .planner import format_plan, plan
+
+        for n in lengths:
+            print(format_plan(plan(path, args.gpu_memory, n)))
+        return 0
     print("memory to linearize (float32; weights stay memory-mapped, file size above):")
     for n, m in info["memory"].items():
-        print(f"  {n:>5} tokens: frozen records {_gib(m['records'])}, JVP/VJP working set ≤ "
-              f"{_gib(m['jvp_vjp_budget'])}, full J (if formed) {_gib(m['full_jacobian'])}")  # fmt: skip
+        print(f"  {n:>5} tokens: frozen records {_gib(m['frozen'])}, per JVP/VJP vector "
+              f"{_gib(m['per_vector'])}, full J (if formed) {_gib(m['full_jacobian'])}")  # fmt: skip
     return 0
+
+
+def _memory(path: Path, n: int, args: argparse.Namespace) -> dict[str, Any]:
+    """Bytes to linearize n tokens (pylin.planner): frozen state, one tangent vector, the full J."""
+    from .planner import plan
+
+    p = plan(path, args.gpu_memory, n)
+    d = p.shape.d_model
+    out = {"frozen": p.frozen_bytes, "per_vector": p.per_vector_bytes, "full_jacobian": d * n * d * 4}
+    if args.device == "cuda":
+        out.update(gpu_memory=p.device_memory, weights=p.weight_bytes, workspace=p.workspace_bytes,
+                   largest_batch=p.batch, fits=p.fits)  # fmt: skip
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:

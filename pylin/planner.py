@@ -119,33 +119,37 @@ def _size(n: int) -> str:
 
 def read_header(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The synthetic-header dict of a GGUF file: its shapes and tensor types (no tensor data read)."""
-    from gguf import GGUFReader
+    from gguf import GGMLQuantizationType
 
-    reader = GGUFReader(path)
+    from .gguf_header import read_gguf_header
 
-    def value(key: str, default: Any = None) -> Any:
-        f = reader.fields.get(key)
-        return default if f is None else f.contents()
-
-    arch = value("general.architecture")
+    head = read_gguf_header(path)
+    meta = head["meta"]
+    arch = meta.get("general.architecture")
     if arch is None:
         raise ValueError(f"{path} has no general.architecture: not a model GGUF")
-    tensors = [
-        (t.name, t.tensor_type.name, tuple(int(s) for s in reversed(t.shape.tolist())), int(t.n_bytes))
-        for t in reader.tensors
-    ]
-    d = int(value(f"{arch}.embedding_length"))
-    heads = int(value(f"{arch}.attention.head_count"))
-    embd = next((s for name, _, s, _ in tensors if name == "token_embd.weight"), None)
-    ff = value(f"{arch}.feed_forward_length")
+
+    def value(key: str, default: Any = None) -> Any:
+        return meta.get(f"{arch}.{key}", default)
+
+    def type_name(q: int) -> str:
+        try:
+            return GGMLQuantizationType(q).name
+        except ValueError:
+            return f"type{q}"
+
+    tensors = [(name, type_name(q), tuple(shape)) for name, shape, q in head["tensors"]]
+    d = int(value("embedding_length"))
+    heads = int(value("attention.head_count"))
+    embd = next((s for name, _, s in tensors if name == "token_embd.weight"), None)
     config = {
-        "n_layers": int(value(f"{arch}.block_count")),
+        "n_layers": int(value("block_count")),
         "d_model": d,
         "n_heads": heads,
-        "n_kv_heads": int(value(f"{arch}.attention.head_count_kv", heads)),
-        "head_dim": int(value(f"{arch}.attention.key_length", d // heads)),
-        "d_ff": int(ff[0] if isinstance(ff, list) else ff),
-        "vocab_size": int(embd[0]) if embd else int(value(f"{arch}.vocab_size", 0)),
+        "n_kv_heads": int(value("attention.head_count_kv", heads)),
+        "head_dim": int(value("attention.key_length", d // heads)),
+        "d_ff": int(max(ff) if isinstance(ff := value("feed_forward_length"), list) else ff),
+        "vocab_size": int(embd[0]) if embd else int(value("vocab_size", 0)),
     }
     return {"config": config, "tensors": tensors}
 
