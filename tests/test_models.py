@@ -398,3 +398,29 @@ def test_copy_of_config_is_independent(tiny):
     a.config = dataclasses.replace(a.config, sliding_window=[None, None])
     assert b.config.sliding_window == [tm.MISTRAL_WINDOW] * 2
     assert copy.copy(b.config.rope) == b.config.rope
+
+
+# ---- bench/make_synthetic_gguf.py ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("qtype", ["Q4_0", "Q4_K"])
+def test_synthetic_gguf_writer(tmp_path, qtype):
+    """The benchmark's random-block writer: a loadable llama GGUF with sane weights (small shape here)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "bench" / "make_synthetic_gguf.py"
+    spec = importlib.util.spec_from_file_location("make_synthetic_gguf", script)
+    synthetic = sys.modules.setdefault("make_synthetic_gguf", importlib.util.module_from_spec(spec))
+    spec.loader.exec_module(synthetic)
+    rope = {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original": 16}
+    synthetic.MODELS["tiny"] = synthetic.Shape(256, 2, 4, 2, 512, 300, llama3_rope=rope)
+    path = synthetic.write("tiny", qtype, tmp_path / "synthetic.gguf")
+    model = pylin.load(path)
+    assert (model.n_layers, model.d_model, model.config.n_kv_heads) == (2, 256, 2)
+    w = model.weights.layers[0].down
+    assert w.qtype == qtype
+    values = w.dequantize()
+    assert abs(values.mean()) < 2e-3 and 0.01 < values.std() < 0.04
+    assert torch.isfinite(model.logits([1, 2, 3])).all()
