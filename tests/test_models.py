@@ -210,6 +210,19 @@ def test_gguf_weights_are_views(tiny, tmp_path):
         assert isinstance(base, np.memmap), "weight is not a view of the mapped file"
 
 
+def test_gguf_tokenizer_cache(tiny, tmp_path, monkeypatch):
+    """transformers' GGUF tokenizer is cached as a folder; a second load reads it and agrees."""
+    monkeypatch.setenv("PYLIN_CACHE_DIR", str(tmp_path / "cache"))
+    _, hf = tiny("llama")
+    path = tmp_path / "llama-vocab.gguf"
+    tm.write_tiny_gguf(hf, "llama", path, vocab=True)
+    first = pylin.load(path).tokenize("the cat sat")
+    entries = list((tmp_path / "cache" / "tokenizers").iterdir())
+    assert len(entries) == 1 and (entries[0] / "tokenizer.json").is_file()
+    again = pylin.load(path)
+    assert again.tokenize("the cat sat") == first and again.decode(first) == "the cat sat"
+
+
 def test_gguf_vocab_tokenizer(tiny, tmp_path):
     """A GGUF toy byte-level vocabulary becomes a working tokenizer; generate() runs end to end."""
     _, hf = tiny("olmo2")
