@@ -188,6 +188,7 @@ def _steer(args: argparse.Namespace) -> int:
 
 # ---- info: the GGUF header only --------------------------------------------------------------------
 
+
 def _gib(b: float) -> str:
     return f"{b / 2**30:.2f} GiB" if b >= 2**30 else f"{b / 2**20:.1f} MiB"
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -44,7 +45,11 @@ def test_bad_arguments_one_line_exit_2(argv: list[str], capsys: pytest.CaptureFi
 
 def test_python_dash_m_help() -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "pylin", "--help"], capture_output=True, text=True, check=True
+        [sys.executable, "-m", "pylin", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tempfile.gettempdir(),  # outside the source tree: import the installed package
     )
     assert "analyze" in out.stdout and "steer" in out.stdout and "info" in out.stdout
 

@@ -356,6 +356,10 @@ def test_fuzz_subprocess_no_native_crash(good, tmp_path):
         """
     )
     result = subprocess.run(
-        [sys.executable, "-c", script, *files], capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", script, *files],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,  # outside the source tree: import the installed package
     )
     assert result.returncode == 0 and "done" in result.stdout, result.stderr[-2000:]

@@ -135,7 +135,7 @@ def test_memory_budget_chunks_give_same_result(model):
         ({"output": "logit:-1"}, "outside the vocabulary"),
         ({"wrt": "blocks.x.resid_pre"}, "unknown input site"),
         ({"wrt": "blocks.1.resid_pre", "output": "blocks.0.attn_out"}, "starts after"),
-        ({"memory_budget": "lots"}, "memory budget"),
+        ({"memory_budget": "lots"}, "memory size"),
     ],
 )
 def test_bad_sites(tiny_path, kwargs, match):

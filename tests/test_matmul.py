@@ -13,6 +13,7 @@ import functools
 import os
 import subprocess
 import sys
+import tempfile
 import zlib
 
 import numpy as np
@@ -238,7 +239,11 @@ def test_weight_must_be_a_qtensor() -> None:
 
 def run_python(code: str, isa: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYLIN_ISA=isa)
-    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    # cwd outside the source tree: the child imports the installed package (with its native module)
+    return subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120,
+        cwd=tempfile.gettempdir(),
+    )  # fmt: skip
 
 
 @pytest.mark.parametrize("isa", ISAS)
