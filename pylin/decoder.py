@@ -84,22 +84,23 @@ def _activation(name: str, x: torch.Tensor) -> torch.Tensor:
 class _Positions:
     """Per-forward cache of RoPE tables and attention masks, shared by layers with equal settings."""
 
-    def __init__(self, n: int, dtype: torch.dtype) -> None:
-        self.n, self.dtype = n, dtype
+    def __init__(self, n: int, dtype: torch.dtype, device: torch.device | str = "cpu") -> None:
+        self.n, self.dtype, self.device = n, dtype, device
         self._rope: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self._mask: dict[int | None, torch.Tensor] = {}
 
     def cos_sin(self, rope: Any) -> tuple[torch.Tensor, torch.Tensor]:
         key = id(rope)
         if key not in self._rope:
-            self._rope[key] = rope.cos_sin(self.n, self.dtype)
+            cos, sin = rope.cos_sin(self.n, self.dtype)
+            self._rope[key] = (cos.to(self.device), sin.to(self.device))
         return self._rope[key]
 
     def masked(self, window: int | None) -> torch.Tensor:
         """True where query i may NOT see key j: j > i, or (sliding) i - j >= window."""
         if window not in self._mask:
-            i = torch.arange(self.n)[:, None]
-            j = torch.arange(self.n)[None, :]
+            i = torch.arange(self.n, device=self.device)[:, None]
+            j = torch.arange(self.n, device=self.device)[None, :]
             blocked = j > i
             if window is not None:
                 blocked = blocked | (i - j >= window)
@@ -218,7 +219,7 @@ def forward(
         raise ValueError(f"layers [{start_layer}, {stop}) outside 0..{cfg.n_layers}")
     if x.ndim != 2 or x.shape[1] != cfg.d_model or x.shape[0] == 0:
         raise ValueError(f"x must have shape (n > 0, {cfg.d_model}), got {tuple(x.shape)}")
-    pos = _Positions(x.shape[0], x.dtype)
+    pos = _Positions(x.shape[0], x.dtype, x.device)
     result = ForwardResult(hidden=None, output=x)
     for i in range(start_layer, stop):
         if resid_hook is not None:

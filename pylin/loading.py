@@ -48,12 +48,12 @@ def _check_device(device: str) -> str:
     device = str(device)
     if device == "cpu":
         return device
-    if device.startswith("cuda"):
-        raise NotImplementedError(
-            "device='cuda' is not available yet: pylin's forward pass runs on the CPU kernels; "
-            "load with device='cpu'"
-        )
-    raise ValueError(f"unknown device {device!r}; use 'cpu'")
+    if device == "cuda" or device.startswith("cuda:"):
+        from . import cuda
+
+        cuda.require()  # raises with the reason: module not built, no driver, no device, old GPU
+        return device
+    raise ValueError(f"unknown device {device!r}; use 'cpu' or 'cuda'")
 
 
 def load(
@@ -79,6 +79,10 @@ def load(
         if quantize is not None:
             raise ValueError("quantize= applies to Hugging Face folders; a GGUF file is already quantized")
         model = _load_gguf(path, torch_dtype)
+    if device != "cpu":
+        from . import cuda
+
+        cuda.to_device(model, device)  # uploads tensor by tensor from the memory map, still quantized
     model.device = device
     if tokenizer is not None:
         from .tokenizer import from_hf_folder

@@ -168,14 +168,17 @@ class Model:
         ids = self._ids(ids)
         table = self.weights.token_embd
         rows = {i: _embedding_row(table, i) for i in set(ids)}
-        x = torch.from_numpy(np.stack([rows[i] for i in ids])).to(self.dtype)
+        x = torch.from_numpy(np.stack([rows[i] for i in ids])).to(device=self.device, dtype=self.dtype)
         if self.config.embed_scale != 1.0:
             x = x * self.config.embed_scale
         return x
 
     def forward(self, x: torch.Tensor, **kw: Any) -> decoder.ForwardResult:
         """The decoder forward (pylin.decoder.forward) on this model's stored weights."""
-        return decoder.forward(self, self.weights, x, **kw)
+        from .kernels import kernel_threads
+
+        with kernel_threads():  # the cores go to the kernels; torch's pool would spin against them
+            return decoder.forward(self, self.weights, x, **kw)
 
     def lm_head(self, hidden: torch.Tensor) -> torch.Tensor:
         """Logits of final-normed hidden states (…, d) -> (…, vocab)."""
@@ -196,9 +199,29 @@ class Model:
         return [x, *self.forward(x, return_resid=True, **kw).resid]
 
     def generate(
-        self, text: str | Sequence[int], max_new_tokens: int = 20, *, stop_at_eos: bool = True, **kw: Any
+        self,
+        text: str | Sequence[int],
+        max_new_tokens: int = 20,
+        *,
+        stop_at_eos: bool = True,
+        steer: Any = None,
+        strength: float = 1.0,
+        **kw: Any,
     ) -> str:
-        """Greedy continuation of text (the new text only).  **kw go to forward (e.g. resid_hook)."""
+        """Greedy continuation of text (the new text only).  **kw go to forward (e.g. resid_hook).
+
+        steer: a steering operator (pylin.steer.jacobian_operator / singular_vector) applied at
+        strength λ, the whole forward redone per token as the paper does; λ = 0 reproduces the
+        unsteered text.
+        """
+        if steer is not None:
+            from .steer import generate
+
+            if kw:
+                raise ValueError(f"steer= cannot be combined with forward hooks {sorted(kw)}")
+            result = generate(self, text, steer=steer, strength=strength, max_new_tokens=max_new_tokens,
+                              stop_at_eos=stop_at_eos)  # fmt: skip
+            return result.text
         ids = self._ids(text)
         eos = self.config.eos_token_id
         eos_ids = set(eos if isinstance(eos, list) else [] if eos is None else [eos])
@@ -218,5 +241,6 @@ class Model:
 
 def _embedding_row(table: Any, i: int) -> np.ndarray:
     if isinstance(table, QTensor):
-        return table.rows(i, i + 1).dequantize()[0]
+        row = table.rows(i, i + 1).dequantize()[0]
+        return row.cpu().numpy() if isinstance(row, torch.Tensor) else row  # GPU tables dequantize on device
     return table[i].detach().float().numpy()

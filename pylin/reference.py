@@ -65,7 +65,7 @@ def _head_row(weights: Any, token_id: int, dtype: torch.dtype) -> torch.Tensor:
 
 def _branches(cfg: Any, i: int, lw: Any, x: torch.Tensor, detach: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """(attention branch, MLP branch) of layer i for the residual x, differentiably."""
-    pos = decoder._Positions(x.shape[0], x.dtype)
+    pos = decoder._Positions(x.shape[0], x.dtype, x.device)
     h, _ = decoder._maybe_norm(x, lw.attn_norm, cfg.norm_eps, detach)
     attn, _ = decoder._attention(cfg, i, lw, h, decoder.torch_linear, detach, pos)
     attn, _ = decoder._maybe_norm(attn, lw.post_attn_norm, cfg.norm_eps, detach)
