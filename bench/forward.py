@@ -13,9 +13,10 @@ Reference point: llama.cpp measured ~710 tokens/s prompt throughput on the same 
     python bench/forward.py --skip-8b             # Gemma only
     python bench/forward.py --omp-passive         # children run with OMP_WAIT_POLICY=PASSIVE
 
-On a shared machine, torch's and pylin's OpenMP pools spin-wait against each other (two runtimes, two
-pools of busy threads on the same cores); with the machine's load above its core count this slows the
-forward pass ~10×, and OMP_WAIT_POLICY=PASSIVE removes it.  The JSON records which was used.
+pylin's kernels run on their own sleeping thread pool and the forward pass runs torch single-threaded
+around them (pylin.kernels.kernel_threads), so torch's spinning OpenMP workers no longer compete with
+them.  --omp-passive additionally sets OMP_WAIT_POLICY=PASSIVE (it helps transformers' baseline on a
+loaded machine); the JSON records which was used.
 """
 
 from __future__ import annotations

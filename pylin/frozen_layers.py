@@ -37,9 +37,12 @@ class FrozenLayer:
     n_kv_heads: int
     head_dim: int
 
-    def scale(self, name: str, start: int) -> torch.Tensor | None:
+    def scale(self, name: str, start: int, last_only: bool = False) -> torch.Tensor | None:
+        """A recorded per-position coefficient for positions start..n-1 (or just the last one)."""
         value = getattr(self.record, name)
-        return None if value is None else value[start:]
+        if value is None:
+            return None
+        return value[-1:] if last_only else value[start:]
 
 
 def _norm(t: torch.Tensor, scale: torch.Tensor | None, weight: torch.Tensor | None) -> torch.Tensor:
@@ -97,23 +100,15 @@ def attention_jvp(layer: FrozenLayer, t: torch.Tensor, start: int, last_only: bo
     a = _norm(t, layer.scale("attn_norm_scale", start), w.attn_norm)
     o = _attention_mix(layer, _linear(a, w.v), _probs(layer, start, last_only))
     attn = _linear(o, w.o)
-    sl = slice(-1, None) if last_only else slice(None)
-    scale = layer.scale("post_attn_norm_scale", start)
-    return _norm(attn, None if scale is None else scale[sl], w.post_attn_norm)
+    return _norm(attn, layer.scale("post_attn_norm_scale", start, last_only), w.post_attn_norm)
 
 
 def mlp_jvp(layer: FrozenLayer, h1: torch.Tensor, start: int, last_only: bool) -> torch.Tensor:
     """Tangent of the MLP branch for a tangent h1 (B, q, d) of its input (q = 1 when last_only)."""
     w = layer.weights
-    sl = slice(-1, None) if last_only else slice(None)
-
-    def scale(name: str) -> torch.Tensor | None:
-        s = layer.scale(name, start)
-        return None if s is None else s[sl]
-
-    b = _norm(h1, scale("mlp_norm_scale"), w.mlp_norm)
-    m = layer.record.mlp_gate[start:][sl] * _linear(b, w.up)
-    return _norm(_linear(m, w.down), scale("post_mlp_norm_scale"), w.post_mlp_norm)
+    b = _norm(h1, layer.scale("mlp_norm_scale", start, last_only), w.mlp_norm)
+    m = layer.scale("mlp_gate", start, last_only) * _linear(b, w.up)
+    return _norm(_linear(m, w.down), layer.scale("post_mlp_norm_scale", start, last_only), w.post_mlp_norm)
 
 
 def layer_jvp(
@@ -134,9 +129,7 @@ def layer_jvp(
 def attention_vjp(layer: FrozenLayer, g_attn: torch.Tensor, start: int, last_only: bool) -> torch.Tensor:
     """Cotangent on the residual input (B, p, d) from a cotangent on the attention branch (B, q, d)."""
     w = layer.weights
-    sl = slice(-1, None) if last_only else slice(None)
-    scale = layer.scale("post_attn_norm_scale", start)
-    g = _norm(g_attn, None if scale is None else scale[sl], w.post_attn_norm)
+    g = _norm(g_attn, layer.scale("post_attn_norm_scale", start, last_only), w.post_attn_norm)
     gv = _attention_mix_transposed(layer, _linear_transposed(g, w.o), _probs(layer, start, last_only))
     return _norm(_linear_transposed(gv, w.v), layer.scale("attn_norm_scale", start), w.attn_norm)
 
@@ -144,15 +137,9 @@ def attention_vjp(layer: FrozenLayer, g_attn: torch.Tensor, start: int, last_onl
 def mlp_vjp(layer: FrozenLayer, g_mlp: torch.Tensor, start: int, last_only: bool) -> torch.Tensor:
     """Cotangent on the MLP input (B, q, d) from a cotangent on the MLP branch (B, q, d)."""
     w = layer.weights
-    sl = slice(-1, None) if last_only else slice(None)
-
-    def scale(name: str) -> torch.Tensor | None:
-        s = layer.scale(name, start)
-        return None if s is None else s[sl]
-
-    g = _norm(g_mlp, scale("post_mlp_norm_scale"), w.post_mlp_norm)
-    gu = _linear_transposed(g, w.down) * layer.record.mlp_gate[start:][sl]
-    return _norm(_linear_transposed(gu, w.up), scale("mlp_norm_scale"), w.mlp_norm)
+    g = _norm(g_mlp, layer.scale("post_mlp_norm_scale", start, last_only), w.post_mlp_norm)
+    gu = _linear_transposed(g, w.down) * layer.scale("mlp_gate", start, last_only)
+    return _norm(_linear_transposed(gu, w.up), layer.scale("mlp_norm_scale", start, last_only), w.mlp_norm)
 
 
 def layer_vjp(

@@ -12,7 +12,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <utility>
-#include <vector>
 
 #include "kernel_table.h"
 #include "parallel.h"
