@@ -337,6 +337,27 @@ def _exact(
     return torch.linalg.svd(M, full_matrices=False)
 
 
+# Passes (JVP + VJP pairs) block Krylov typically needs on real models before the top-8 settle to 1e-4.
+_TYPICAL_PASSES = 8
+_EXACT_MAX_BYTES = 1 << 30
+
+
+def _exact_is_cheaper(op: Any, tokens: list[int], concat: bool, width: int) -> bool:
+    """method="auto": forming the blocks (d_out VJP vectors over the positions they need) against the
+    iterative passes (`width` vectors per token over the positions from that token on, twice per pass).
+    For every token's block of a short prompt, forming J wins: the iterative cost grows like n², J's
+    like n.  Never when the blocks would not fit in memory."""
+    n = op.n_tokens
+    first = 0 if concat else min(tokens)
+    exact_rows = op.d_out * (n - first)
+    spans = n if concat else sum(n - j for j in tokens)
+    iterative_rows = 2 * _TYPICAL_PASSES * width * spans
+    itemsize = torch.finfo(op.dtype).bits // 8
+    blocks = n if concat else len(tokens)
+    fits = op.d_out * blocks * op.d_in * itemsize <= _EXACT_MAX_BYTES
+    return fits and exact_rows <= iterative_rows
+
+
 def _device(op: Any) -> torch.device:
     for name in ("output", "x"):
         t = getattr(op, name, None)
@@ -382,8 +403,10 @@ def svd(
     """Top-k singular triplets of the Jacobian block(s) of `op` (see the module docstring).
 
     k: how many triplets.  token: an input index (negative counts from the end), a list of indices,
-    "all" (every token's block) or "concat" (the whole J = [J_1 … J_n]).  method: "auto" (= "krylov"),
-    "krylov", "randomized" or "exact".  oversample: extra columns per block (default max(16, k)).
+    "all" (every token's block) or "concat" (the whole J = [J_1 … J_n]).  method: "auto" ("exact" when
+    forming the blocks costs fewer VJP rows than the iterative passes would — every token's block of a
+    short prompt — and they fit in 1 GiB; else "krylov"), "krylov", "randomized" or "exact".
+    oversample: extra columns per block (default max(16, k)).
     power_iters: passes after the first (default: "krylov" iterates to `tol`, "randomized" uses 4).
     seed: the Gaussian start block's seed.  progress: a tqdm bar over per-token passes.
     """
@@ -405,6 +428,9 @@ def svd(
     y = getattr(op, "output", None)
     y = y.reshape(-1) if isinstance(y, torch.Tensor) else None
 
+    l = min(k + (max(16, k) if oversample is None else oversample), rank_cap)
+    if method == "auto":
+        method = "exact" if _exact_is_cheaper(op, tokens, concat, l) else "krylov"
     if method == "exact":
         U, S, Vh = _exact(op, None if concat else tokens, concat)
         U, S, Vh = U[..., :k], S[..., :k], Vh[..., :k, :]
@@ -415,8 +441,7 @@ def svd(
 
     A = _concat_operator(op) if concat else _token_operator(op, tokens, progress)
     # Wide blocks are nearly free: a pass over quantized weights costs about the same for 8 or 32 vectors
-    # (decoding the weights dominates), and a wider block converges in fewer passes.
-    l = min(k + (max(16, k) if oversample is None else oversample), rank_cap)
+    # (decoding the weights dominates), and a wider block converges in fewer passes (l, above).
     gen = torch.Generator().manual_seed(seed)
     Om = torch.randn(op.d_out, l, generator=gen, dtype=torch.float64).to(dtype=op.dtype, device=_device(op))
     if method == "randomized":

@@ -30,7 +30,7 @@ def fake(request: pytest.FixtureRequest) -> FakeLinearization:
 @pytest.mark.parametrize("token", [-1, 0, [1, 3], "all", "concat"])
 def test_krylov_matches_exact(fake: FakeLinearization, token: object) -> None:
     exact = svd(fake, k=8, token=token, method="exact")
-    got = svd(fake, k=8, token=token)
+    got = svd(fake, k=8, token=token, method="krylov")
     rel, angle = _rel(got, exact), float(subspace_angles(got, exact).max())
     print(f"token={token!r} {fake.dtype}: max rel sv error {rel:.2e}, max subspace angle {angle:.2e} rad")
     assert got.method == "krylov" and got.converged
@@ -75,7 +75,9 @@ def test_deterministic_for_a_seed(fake: FakeLinearization) -> None:
         a = svd(fake, k=6, token="all", method=method, seed=3)
         b = svd(fake, k=6, token="all", method=method, seed=3)
         assert torch.equal(a.U, b.U) and torch.equal(a.S, b.S) and torch.equal(a.Vh, b.Vh)
-    c = svd(fake, k=6, token="all", seed=4)  # another seed: another start, the same answer within tolerance
+    c = svd(
+        fake, k=6, token="all", method="krylov", seed=4
+    )  # another seed: another start, the same answer within tolerance
     assert float(((c.S - a.S).abs() / a.S).max()) < 1e-3
 
 
@@ -84,7 +86,7 @@ def test_pass_structure(monkeypatch: pytest.MonkeyPatch) -> None:
     # into as few engine calls as the shared-pass row budget allows (block-diagonal tangents), each
     # with tokens=[...] so that causality lets the engine skip positions before the group's first.
     f = FakeLinearization(n=6, d_in=64, d_out=48, rank=40)
-    res = svd(f, k=4, token="all", power_iters=1)
+    res = svd(f, k=4, token="all", method="krylov", power_iters=1)
     assert f.calls[0] == ("vjp", res.block_size, 6)
     assert res.n_jvp == 2 and res.n_vjp == 2
     assert all(c[2] == 6 for c in f.calls[1:])  # small problem: every token in one call per pass
@@ -93,12 +95,12 @@ def test_pass_structure(monkeypatch: pytest.MonkeyPatch) -> None:
     # a tiny budget forces one token per call: the same answer from many more, smaller calls
     monkeypatch.setattr("pylin.svd._SHARED_PASS_ROWS", 1)
     f.calls.clear()
-    split = svd(f, k=4, token="all", power_iters=1)
+    split = svd(f, k=4, token="all", method="krylov", power_iters=1)
     assert all(c[2] == 1 for c in f.calls[1:])
     assert len(f.calls) == 1 + 6 * (split.n_jvp + split.n_vjp - 1)
     assert torch.allclose(split.S, res.S, rtol=1e-10) and torch.allclose(res.S, exact.S, rtol=1e-3)
     f.calls.clear()
-    svd(f, k=4, token=-1, power_iters=1)
+    svd(f, k=4, token=-1, method="krylov", power_iters=1)
     assert all(c[2] == 1 for c in f.calls) and len(f.calls) == 4
 
 
@@ -141,3 +143,12 @@ def test_bad_arguments(kwargs: dict, message: str) -> None:
     f = FakeLinearization(n=3, d_in=16, d_out=12, rank=8)
     with pytest.raises(ValueError, match=message):
         svd(f, **kwargs)
+
+
+def test_auto_forms_the_blocks_when_that_is_cheaper() -> None:
+    # every token's block of a short prompt: d_out VJP rows per position beat ~16 passes of l vectors
+    # over n²/2 positions; one token at the end, or the concatenated J, of a wide output: iterative wins
+    f = FakeLinearization(n=6, d_in=64, d_out=512, rank=40)
+    assert svd(f, k=4, token="all").method == "exact"
+    assert svd(f, k=4, token=-1).method == "krylov"
+    assert svd(f, k=4, token="concat").method == "krylov"
