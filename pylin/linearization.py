@@ -24,7 +24,7 @@ from . import kernels, planner
 from .frozen_layers import FrozenLayer, layer_jvp, layer_vjp
 from .sites import InputSite, OutputSite, parse_input, parse_output
 
-DEFAULT_MEMORY_BUDGET = 1 << 30  # bytes of tangent/cotangent activations alive per chunk
+DEFAULT_MEMORY_BUDGET = 1 << 29  # bytes of tangent/cotangent activations alive per chunk (512 MiB)
 
 
 @dataclass(frozen=True)
