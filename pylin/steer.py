@@ -114,7 +114,9 @@ class JacobianOperator(SteeringOperator):
         missing = [k for k, t in enumerate(tokens) if (k, t) not in self._cache]
         if missing:
             emb = model.embed([tokens[k] for k in missing]).to(self.lin.dtype)
-            V = torch.zeros(len(missing), self.n_concept, self.lin.d_in, dtype=self.lin.dtype)
+            V = torch.zeros(
+                len(missing), self.n_concept, self.lin.d_in, dtype=self.lin.dtype, device=self.lin.x.device
+            )
             V[torch.arange(len(missing)), torch.tensor([k % self.n_concept for k in missing])] = emb
             W = self.lin.jvp(V)
             for row, k in enumerate(missing):
