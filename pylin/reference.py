@@ -90,33 +90,18 @@ def site_function(
     out = parse_output(output, model.n_layers, weights.lm_head.shape[0])
     start = parse_input(wrt, model.n_layers).layer
 
+    def run(x: torch.Tensor, stop: int | None) -> Any:
+        return decoder.forward(cfg, weights, x, linear=decoder.torch_linear, detach=detach,
+                               start_layer=start, stop_layer=stop)  # fmt: skip
+
     def f(x: torch.Tensor) -> torch.Tensor:
         if out.kind in ("final", "logit"):
-            y = decoder.forward(
-                cfg, weights, x, linear=decoder.torch_linear, detach=detach, start_layer=start
-            ).hidden[-1]
+            y = run(x, None).hidden[-1]
             return y if out.kind == "final" else (y @ _head_row(weights, out.token_id, y.dtype)).reshape(1)
         if out.kind == "resid_post":
-            v = decoder.forward(
-                cfg,
-                weights,
-                x,
-                linear=decoder.torch_linear,
-                detach=detach,
-                start_layer=start,
-                stop_layer=out.layer + 1,
-            ).output[-1]
-        else:
-            h = decoder.forward(
-                cfg,
-                weights,
-                x,
-                linear=decoder.torch_linear,
-                detach=detach,
-                start_layer=start,
-                stop_layer=out.layer,
-            ).output
-            attn, mlp = _branches(cfg, out.layer, weights.layers[out.layer], h, detach)
+            v = run(x, out.layer + 1).output[-1]
+        else:  # a branch of layer `out.layer`, from the residual entering it
+            attn, mlp = _branches(cfg, out.layer, weights.layers[out.layer], run(x, out.layer).output, detach)
             v = (attn if out.kind == "attn_out" else mlp)[-1]
         if not normed:
             return v
