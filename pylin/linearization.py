@@ -24,7 +24,11 @@ from . import kernels, planner
 from .frozen_layers import FrozenLayer, layer_jvp, layer_vjp
 from .sites import InputSite, OutputSite, parse_input, parse_output
 
-DEFAULT_MEMORY_BUDGET = 1 << 29  # bytes of tangent/cotangent activations alive per chunk (512 MiB)
+# Bytes of tangent/cotangent activations alive per chunk on the CPU when no budget is given.  Small
+# chunks stay cache-resident and cost little extra (the kernels are compute-bound from ~500 rows on):
+# measured on Gemma 3 270M, full Jacobian at 128 tokens, 64 MiB: 64.6 s, 1.25 GiB peak; 512 MiB:
+# 76.0 s, 1.72 GiB.  On a GPU the default is 80% of its free memory instead (big batches pay there).
+DEFAULT_MEMORY_BUDGET = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -55,9 +59,9 @@ def reconstruction_error(y_hat: torch.Tensor, y: torch.Tensor, method: str) -> R
     )
 
 
-def parse_memory(budget: int | str | None) -> int:
-    """Bytes from an int or a string like '512MiB' / '2GiB' / '1.5GB' (None: the default budget)."""
-    return DEFAULT_MEMORY_BUDGET if budget is None else planner.parse_bytes(budget)
+def parse_memory(budget: int | str | None) -> int | None:
+    """Bytes from an int or a string like '512MiB' / '2GiB' / '1.5GB'; None stays None (the default)."""
+    return None if budget is None else planner.parse_bytes(budget)
 
 
 def _token_ids(model: Any, text_or_ids: Any) -> list[int]:
@@ -260,7 +264,10 @@ class Linearization:
         budget = self.memory_budget
         if self.x.is_cuda:
             free, _ = torch.cuda.mem_get_info(self.x.device)
-            budget = min(budget, max(1, int(free * 0.8)))
+            usable = max(1, int(free * 0.8))
+            budget = usable if budget is None else min(budget, usable)
+        elif budget is None:
+            budget = DEFAULT_MEMORY_BUDGET
         itemsize = torch.finfo(self.dtype).bits // 8
         return planner.chunk_size(self.model.config, n_positions, itemsize, budget)
 
