@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from .gguf_header import read_gguf_header
+from .gguf_file import read_header as read_gguf_header
 
 __all__ = ["main", "build_parser"]
 

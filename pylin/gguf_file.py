@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from .errors import GGUFError, UnsupportedQuantTypeError
 from .qtensor import SUPPORTED_QTYPES, QTensor
@@ -26,6 +25,7 @@ _SCALAR_SIZE = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12
 _STRING, _ARRAY = 8, 9
 _MAX_DIMS = 4  # GGML_MAX_DIMS
 _MAX_DEPTH = 4  # nested arrays pylin accepts
+_SMALL_ARRAY = 4096  # numeric arrays up to this length are returned by read_header (e.g. per-layer sizes)
 
 
 class _Cursor:
@@ -79,30 +79,43 @@ class _Cursor:
                 raise GGUFError(f"{self.path}: {what} nests arrays deeper than {_MAX_DEPTH}")
             item_type = self.u32(f"item type of {what}")
             count = self.u64(f"length of {what}")
+            if item_type in _SCALAR_SIZE and count <= _SMALL_ARRAY:  # per-layer settings: keep them
+                return [self.skip_value(item_type, what, depth + 1) for _ in range(count)]
             if item_type in _SCALAR_SIZE:
                 self.take(count * _SCALAR_SIZE[item_type], what)
-                return None
+                return f"[{count} items]"
             if item_type not in (_STRING, _ARRAY):
                 raise GGUFError(f"{self.path}: {what} has an unknown item type {item_type}")
             if count * 8 > self.size - self.pos:  # every string / array item takes at least 8 bytes
                 raise GGUFError(f"{self.path}: {what} claims {count} items, more than the file can hold")
             for _ in range(count):
                 self.skip_value(item_type, what, depth + 1)
-            return None
+            return f"[{count} items]"
         raise GGUFError(f"{self.path}: {what} has an unknown value type {vtype}")
 
 
 def check_header(path: Path) -> None:
     """Raise GGUFError unless the header parses within the file and all tensor data lies inside it."""
+    read_header(path)
+
+
+def read_header(path: str | Path) -> dict[str, Any]:
+    """The validated header without gguf-py: {"version", "meta", "tensors", "file_size"}.
+
+    meta maps keys to values (strings decoded; numeric arrays of up to 4096 items as lists, longer
+    arrays — e.g. a 262k-token vocabulary — skipped by length and summarized as "[N items]"); tensors
+    are (name, shape in PyTorch order, GGML type id).  Well under a second where GGUFReader takes tens.
+    """
+    path = Path(path)
     with open(path, "rb") as f:
         size = f.seek(0, 2)
         if size < 24:
             raise GGUFError(f"{path}: file of {size} bytes is too short for a GGUF header")
         with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-            _walk(_Cursor(buf, size, path), size, path)
+            return _walk(_Cursor(buf, size, path), size, path)
 
 
-def _walk(c: _Cursor, size: int, path: Path) -> None:
+def _walk(c: _Cursor, size: int, path: Path) -> dict[str, Any]:
     from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
     magic = bytes(c.buf[0:4])
@@ -119,9 +132,11 @@ def _walk(c: _Cursor, size: int, path: Path) -> None:
             f"{path}: header claims {n_tensors} tensors and {n_kv} keys, more than the file can hold"
         )
     alignment = 32
+    meta: dict[str, Any] = {}
     for i in range(n_kv):
         key = c.string(f"key {i}").decode("utf-8", "replace")
         value = c.skip_value(c.u32(f"type of {key}"), key)
+        meta[key] = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
         if key == "general.alignment":
             if not isinstance(value, int) or value <= 0 or value & (value - 1) or value > 1 << 20:
                 raise GGUFError(f"{path}: general.alignment {value!r} is not a power of two")
@@ -154,6 +169,8 @@ def _walk(c: _Cursor, size: int, path: Path) -> None:
             raise GGUFError(
                 f"{path}: tensor {name!r} data ends at byte {end}, outside the file ({size} bytes)"
             )
+    tensors = [(name, dims[::-1], int(qtype)) for name, dims, qtype, _ in infos]
+    return {"version": version, "meta": meta, "tensors": tensors, "file_size": size}
 
 
 def _fast_reader_class() -> type:
@@ -339,5 +356,7 @@ class GGUFSource:
             raise GGUFError(f"{self.gguf.path}: tensor {name!r} has shape {q.shape}; expected a 2-D weight")
         return q
 
-    def norm(self, name: str) -> torch.Tensor:
+    def norm(self, name: str) -> Any:
+        import torch  # lazily: `pylin info` reads headers through this module without torch
+
         return torch.from_numpy(self.gguf.float_tensor(name))

@@ -121,7 +121,7 @@ def read_header(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The synthetic-header dict of a GGUF file: its shapes and tensor types (no tensor data read)."""
     from gguf import GGMLQuantizationType
 
-    from .gguf_header import read_gguf_header
+    from .gguf_file import read_header as read_gguf_header
 
     head = read_gguf_header(path)
     meta = head["meta"]
