@@ -22,12 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from .qtensor import QTensor
+from .qtensor import QTYPE_IDS, QTensor
 
-_QTYPE_IDS = {
-    "F32": 0, "F16": 1, "Q4_0": 2, "Q4_1": 3, "Q5_0": 6, "Q5_1": 7, "Q8_0": 8,
-    "Q2_K": 10, "Q3_K": 11, "Q4_K": 12, "Q5_K": 13, "Q6_K": 14, "BF16": 30,
-}  # fmt: skip
+_QTYPE_IDS = QTYPE_IDS
 MIN_CAPABILITY = (8, 0)  # sm_80: the oldest architecture pylin._cuda is compiled for
 
 

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from . import _core
-from .qtensor import QTensor, qtype_name, row_nbytes
+from .qtensor import QTYPE_IDS, QTensor, qtype_name, row_nbytes
 
 # Resolve the CPU variant now, so that a bad PYLIN_ISA fails `import pylin` with its own message
 # instead of the first matmul.
@@ -32,10 +32,7 @@ try:
 except ValueError as error:
     raise ImportError(f"pylin: {error}") from None
 
-_QTYPE_IDS = {
-    "F32": 0, "F16": 1, "Q4_0": 2, "Q4_1": 3, "Q5_0": 6, "Q5_1": 7, "Q8_0": 8,
-    "Q2_K": 10, "Q3_K": 11, "Q4_K": 12, "Q5_K": 13, "Q6_K": 14, "BF16": 30,
-}  # fmt: skip
+_QTYPE_IDS = QTYPE_IDS
 
 
 _thread_override: int | None = None

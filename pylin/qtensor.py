@@ -12,19 +12,18 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from gguf import GGMLQuantizationType
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
 # The formats the kernels implement, spelled as GGUF spells them.
 SUPPORTED_QTYPES: tuple[str, ...] = (
     "F32", "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K",
 )  # fmt: skip
 
-# (weights per block, bytes per block), as in ggml-common.h.
+# GGML type ids and (weights per block, bytes per block) as gguf-py states them (ggml-common.h).
+QTYPE_IDS: dict[str, int] = {name: int(GGMLQuantizationType[name]) for name in SUPPORTED_QTYPES}
 _BLOCK: dict[str, tuple[int, int]] = {
-    "F32": (1, 4), "F16": (1, 2), "BF16": (1, 2),
-    "Q4_0": (32, 18), "Q4_1": (32, 20), "Q5_0": (32, 22), "Q5_1": (32, 24), "Q8_0": (32, 34),
-    "Q2_K": (256, 84), "Q3_K": (256, 110), "Q4_K": (256, 144), "Q5_K": (256, 176), "Q6_K": (256, 210),
-}  # fmt: skip
+    name: tuple(GGML_QUANT_SIZES[GGMLQuantizationType[name]]) for name in SUPPORTED_QTYPES
+}
 
 
 def qtype_name(qtype: str | int | GGMLQuantizationType) -> str:
