@@ -173,17 +173,70 @@ def _walk(c: _Cursor, size: int, path: Path) -> dict[str, Any]:
     return {"version": version, "meta": meta, "tensors": tensors, "file_size": size}
 
 
-def _fast_reader_class() -> type:
-    """gguf-py's GGUFReader with cheaper slicing: plain ndarray views instead of np.memmap ones, and
-    arrays of strings (the vocabulary) walked in one loop instead of one recursive call per string.
+_LAZY_ARRAY_MIN = 256  # arrays at least this long are read lazily (vocabulary, scores, merges)
 
-    The stock reader takes ~15 s for Gemma's 262k-token vocabulary; this one ~1 s, with the same
-    fields and the same zero-copy views of the mapping (tests/test_gguf_errors.py compares them).
-    pylin falls back to the stock reader if gguf-py's internals change.
+
+def _fast_reader_class() -> type:
+    """gguf-py's GGUFReader with cheaper metadata: plain ndarray views instead of np.memmap ones, and
+    long arrays (Gemma's 262k-token vocabulary, its scores and token types) kept as one lazy field each
+    instead of one or two numpy views per item.
+
+    The stock reader takes ~15 s and ~180 MB of Python objects for Gemma's vocabulary; this one
+    ~0.2 s and a few MB.  A lazy field answers `contents()` straight from the mapping and builds
+    gguf-py's per-item `parts` / `data` only when someone asks for them (tests/test_gguf_errors.py
+    compares every field with the stock reader's).  pylin falls back to the stock reader if
+    gguf-py's internals change.
     """
     import sys
 
     from gguf import GGUFReader, GGUFValueType
+    from gguf.gguf_reader import ReaderField
+
+    class LazyArrayField(ReaderField):
+        """A long array value: item views are made on demand, never stored."""
+
+        def __new__(cls, offset: int, name: str, head: list, types: list, reader: Any, start: int,
+                    count: int, string_starts: np.ndarray | None) -> LazyArrayField:
+            self = super().__new__(cls, offset, name, head, [], types)
+            self._reader, self._start, self._count, self._string_starts = reader, start, count, string_starts
+            return self
+
+        def _items(self) -> list[np.ndarray]:
+            r, item = self._reader, self.types[-1]
+            if self._string_starts is None:
+                values = r._get(self._start + 12, r.gguf_scalar_to_np[item], self._count)
+                return [values[i : i + 1] for i in range(self._count)]
+            plain, items = r.__dict__["_plain"], []
+            for s in self._string_starts.tolist():
+                (n,) = struct.unpack_from("<Q", plain, s)
+                items += [plain[s : s + 8].view(np.uint64), plain[s + 8 : s + 8 + n]]
+            return items
+
+        @property
+        def parts(self) -> list[np.ndarray]:  # type: ignore[override]
+            r = self._reader
+            head = [r._get(self._start, np.uint32), r._get(self._start + 4, np.uint64)]
+            return [*super().parts, *head, *self._items()]
+
+        @property
+        def data(self) -> list[int]:  # type: ignore[override]
+            step = 1 if self._string_starts is None else 2
+            first = len(super().parts) + 2 + step - 1
+            return list(range(first, first + step * self._count, step))
+
+        def contents(self, index_or_slice: int | slice = slice(None)) -> Any:
+            if self._string_starts is None:
+                r = self._reader
+                values = r._get(self._start + 12, r.gguf_scalar_to_np[self.types[-1]], self._count)
+                return values[index_or_slice].tolist()
+            plain = self._reader.__dict__["_plain"]
+            starts = self._string_starts[index_or_slice]
+
+            def text(s: int) -> str:
+                (n,) = struct.unpack_from("<Q", plain, s)
+                return str(plain[s + 8 : s + 8 + n].tobytes(), encoding="utf-8")
+
+            return text(int(starts)) if np.ndim(starts) == 0 else [text(s) for s in starts.tolist()]
 
     class FastGGUFReader(GGUFReader):
         def _get(self, offset: int, dtype: Any, count: int = 1, override_order: Any = None) -> np.ndarray:
@@ -197,39 +250,49 @@ def _fast_reader_class() -> type:
                 return arr
             return arr.view(arr.dtype.newbyteorder(order))
 
-        def _get_field_parts(self, orig_offs: int, raw_type: int) -> tuple[int, list, list, list]:
-            if raw_type == GGUFValueType.ARRAY and self.byte_order == "I" and sys.byteorder == "little":
-                item_type = int(self._get(orig_offs, np.uint32)[0])
-                if item_type == GGUFValueType.STRING:
-                    return self._string_array(orig_offs)
-                if item_type in self.gguf_scalar_to_np:
-                    return self._scalar_array(orig_offs, GGUFValueType(item_type))
-            return super()._get_field_parts(orig_offs, raw_type)
+        def _build_fields(self, offs: int, count: int) -> int:
+            # gguf-py's loop, with long arrays of strings or scalars made lazy.
+            for _ in range(count):
+                orig_offs = offs
+                kv_klen, kv_kdata = self._get_str(offs)
+                offs += int(kv_klen.nbytes + kv_kdata.nbytes)
+                raw_kv_type = self._get(offs, np.uint32)
+                offs += int(raw_kv_type.nbytes)
+                head, name = [kv_klen, kv_kdata, raw_kv_type], str(bytes(kv_kdata), encoding="utf-8")
+                lazy = self._lazy_array(orig_offs, name, head, offs, int(raw_kv_type[0]))
+                if lazy is not None:
+                    field, size = lazy
+                else:
+                    size, parts, idxs, types = self._get_field_parts(offs, raw_kv_type[0])
+                    field = ReaderField(orig_offs, name, head + parts, [i + len(head) for i in idxs], types)
+                self._push_field(field, skip_sum=True)
+                offs += size
+            return offs
 
-        def _scalar_array(self, orig_offs: int, item_type: Any) -> tuple[int, list, list, list]:
-            # Same parts as the stock reader: [item type, count, one 1-element view per item].
-            item_type_part, count = self._get(orig_offs, np.uint32), self._get(orig_offs + 4, np.uint64)
-            n = int(count[0])
-            values = self._get(orig_offs + 12, self.gguf_scalar_to_np[item_type], n)
-            parts = [item_type_part, count, *(values[i : i + 1] for i in range(n))]
-            types = [GGUFValueType.ARRAY] + ([item_type] if n else [])
-            return 12 + int(values.nbytes), parts, list(range(2, 2 + n)), types
+        def _lazy_array(self, orig_offs: int, name: str, head: list, offs: int, raw_type: int) -> Any:
+            """(field, byte size) for a long flat array in native byte order, else None."""
+            if raw_type != GGUFValueType.ARRAY or self.byte_order != "I" or sys.byteorder != "little":
+                return None
+            item_type, count = int(self._get(offs, np.uint32)[0]), int(self._get(offs + 4, np.uint64)[0])
+            if count < _LAZY_ARRAY_MIN:
+                return None
+            types = [GGUFValueType.ARRAY, GGUFValueType(item_type)]
+            if item_type == GGUFValueType.STRING:
+                starts, end = self._string_starts(offs + 12, count)
+                size = end - offs
+            elif item_type in self.gguf_scalar_to_np:
+                starts, size = None, 12 + count * np.dtype(self.gguf_scalar_to_np[item_type]).itemsize
+            else:
+                return None
+            return LazyArrayField(orig_offs, name, head, types, self, offs, count, starts), size
 
-        def _string_array(self, orig_offs: int) -> tuple[int, list, list, list]:
-            # Same parts as the stock reader: [item type, count, (length, bytes) per string].
-            plain = self.__dict__["_plain"]
-            item_type, count = self._get(orig_offs, np.uint32), self._get(orig_offs + 4, np.uint64)
-            parts: list[np.ndarray] = [item_type, count]
-            idxs: list[int] = []
-            offs = orig_offs + 12
-            for _ in range(int(count[0])):
+        def _string_starts(self, offs: int, count: int) -> tuple[np.ndarray, int]:
+            plain, starts = self.__dict__["_plain"], np.empty(count, dtype=np.int64)
+            for i in range(count):
+                starts[i] = offs
                 (n,) = struct.unpack_from("<Q", plain, offs)
-                parts.append(plain[offs : offs + 8].view(np.uint64))
-                parts.append(plain[offs + 8 : offs + 8 + n])
-                idxs.append(len(parts) - 1)
                 offs += 8 + n
-            types = [GGUFValueType.ARRAY] + ([GGUFValueType.STRING] if int(count[0]) else [])
-            return offs - orig_offs, parts, idxs, types
+            return starts, offs
 
     return FastGGUFReader
 

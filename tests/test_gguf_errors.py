@@ -114,10 +114,14 @@ def _tensor_info_offset_field(data: bytes, name: str) -> int:
     return pos + 4 + 8 * n_dims + 4
 
 
-def test_fast_reader_matches_gguf_py(good):
-    """pylin's faster GGUFReader subclass yields exactly gguf-py's fields and tensor views."""
+@pytest.mark.parametrize("lazy_min", [256, 1])
+def test_fast_reader_matches_gguf_py(good, lazy_min, monkeypatch):
+    """pylin's faster GGUFReader subclass yields exactly gguf-py's fields and tensor views (lazy_min=1:
+    every array is a lazy field, item access and slices included)."""
+    from pylin import gguf_file
     from pylin.gguf_file import _fast_reader_class
 
+    monkeypatch.setattr(gguf_file, "_LAZY_ARRAY_MIN", lazy_min)
     fast, stock = _fast_reader_class()(str(good)), gguf.GGUFReader(str(good))
     assert list(fast.fields) == list(stock.fields)
     for key, a in fast.fields.items():
@@ -128,6 +132,10 @@ def test_fast_reader_matches_gguf_py(good):
             np.array_equal(x, y) and x.dtype == y.dtype for x, y in zip(a.parts, b.parts, strict=True)
         ), key
         assert a.contents() == b.contents(), key
+        if a.types[0] == gguf.GGUFValueType.ARRAY and b.data:
+            n = len(b.data)
+            for index in (0, n - 1, -1, slice(1, None, 2), slice(-3, None)):
+                assert a.contents(index) == b.contents(index), (key, index)
     for a, b in zip(fast.tensors, stock.tensors, strict=True):
         assert a.name == b.name and a.tensor_type == b.tensor_type and np.array_equal(a.data, b.data)
 

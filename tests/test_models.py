@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -222,6 +223,29 @@ def test_gguf_tokenizer_cache(tiny, tmp_path, monkeypatch):
     assert len(entries) == 1 and (entries[0] / "tokenizer.json").is_file()
     again = pylin.load(path)
     assert again.tokenize("the cat sat") == first and again.decode(first) == "the cat sat"
+    _check_lean_tokenizer(again.tokenizer, entries[0])
+
+
+TOKENIZER_TEXTS = [
+    "the cat sat", "", " leading and trailing  ", "Numbers 12345 and 3.14159!", "naïve café — “quotes”",
+    "日本語のテキスト", "tabs\tand\nnewlines\n\n", "<bos> looks special", "emoji 🙂🚀", "a" * 300,
+]
+
+
+def _check_lean_tokenizer(lean, folder):
+    """pylin's JsonTokenizer over a cached folder gives transformers' ids and text for every text."""
+    from transformers import AutoTokenizer
+
+    from pylin.tokenizer import JsonTokenizer
+
+    assert isinstance(lean, JsonTokenizer)
+    ref = AutoTokenizer.from_pretrained(str(folder))
+    for text in TOKENIZER_TEXTS:
+        for special in (True, False):
+            ids = ref.encode(text, add_special_tokens=special)
+            assert lean.encode(text, add_special_tokens=special) == ids, (text, special)
+            for skip in (True, False):
+                assert lean.decode(ids, skip_special_tokens=skip) == ref.decode(ids, skip_special_tokens=skip)
 
 
 def test_gguf_vocab_tokenizer(tiny, tmp_path):
@@ -391,6 +415,11 @@ def _gemma_reference(model) -> torch.nn.Module:
 def test_real_gemma_tokenizer(gemma):
     assert gemma.tokenize(PROMPT) == GEMMA_IDS
     assert gemma.decode(GEMMA_IDS[1:]) == PROMPT
+    from pylin.tokenizer import _cache_path
+
+    folder = _cache_path(Path(gemma.source))
+    if folder is not None and folder.is_dir():  # the lean cached tokenizer agrees with transformers'
+        _check_lean_tokenizer(gemma.tokenizer, folder)
 
 
 @pytest.mark.realmodel
