@@ -162,7 +162,9 @@ def run_case(kind: str, model_path: str, n_tokens: int, threads: int, timeout: f
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--tokens", type=int, nargs="*", default=[8, 32, 128], help="Gemma prompt lengths (none: skip)")
+    ap.add_argument(
+        "--tokens", type=int, nargs="*", default=[8, 32, 128], help="Gemma prompt lengths (none: skip)"
+    )
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--timeout", type=float, default=1800)
     ap.add_argument("--llama8b", help="synthetic Llama-3-8B Q4_0 GGUF (bench/make_synthetic_gguf.py)")

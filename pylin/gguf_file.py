@@ -195,8 +195,17 @@ def _fast_reader_class() -> type:
     class LazyArrayField(ReaderField):
         """A long array value: item views are made on demand, never stored."""
 
-        def __new__(cls, offset: int, name: str, head: list, types: list, reader: Any, start: int,
-                    count: int, string_starts: np.ndarray | None) -> LazyArrayField:
+        def __new__(
+            cls,
+            offset: int,
+            name: str,
+            head: list,
+            types: list,
+            reader: Any,
+            start: int,
+            count: int,
+            string_starts: np.ndarray | None,
+        ) -> LazyArrayField:
             self = super().__new__(cls, offset, name, head, [], types)
             self._reader, self._start, self._count, self._string_starts = reader, start, count, string_starts
             return self

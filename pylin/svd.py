@@ -221,11 +221,13 @@ def _orth(Y: torch.Tensor, against: torch.Tensor | None, gen: torch.Generator) -
 def _rayleigh_ritz(
     B: torch.Tensor, Q: torch.Tensor, k: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """J ≈ B Qᵀ with B = J Q (P, d_out, r), Q (P, d_in, r) orthonormal: SVD of the small B (in float64)."""
+    """J ≈ B Qᵀ with B = J Q (P, d_out, r), Q (P, d_in, r) orthonormal: SVD of the small B (in float64).
+
+    Returns the top-k U and Vh and all r Ritz values."""
     Ub, S, Wh = torch.linalg.svd(B.double(), full_matrices=False)
     U = Ub[..., :k].to(B.dtype)
     Vh = (Wh[..., :k, :].to(B.dtype)) @ Q.mT
-    return U, S[..., :k].to(B.dtype), Vh
+    return U, S.to(B.dtype), Vh
 
 
 def _sign_fix(U: torch.Tensor, Vh: torch.Tensor, y: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -292,6 +294,7 @@ def _krylov(
         n_jvp += 1
         Qall, B = torch.cat(Qs, dim=-1), torch.cat(Zs, dim=-1)
         U, S, Vh = _rayleigh_ritz(B, Qall, k)
+        S = S[..., :k]
         dim = Qall.shape[-1]
         exhausted = dim >= cap  # the space is all of R^{d_in} (or rank-capped): Rayleigh–Ritz is exact
         change = math.inf if prev is None else float(((S - prev).abs() / S.abs().clamp_min(1e-300)).max())
@@ -318,23 +321,34 @@ def _randomized(
         n_jvp, n_vjp = n_jvp + 1, n_vjp + 1
     B = A.matvec(Q)
     U, S, Vh = _rayleigh_ritz(B, Q, k)
-    return U, S, Vh, q, n_jvp + 1, n_vjp, True
+    return U, S[..., :k], Vh, q, n_jvp + 1, n_vjp, True
 
 
-def _exact(
-    op: Any, tokens: list[int] | None, concat: bool
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Form J (or its blocks) and take its full SVD — the ground truth for tests."""
+def _form_blocks(op: Any, tokens: list[int] | None, concat: bool) -> torch.Tensor:
+    """The Jacobian blocks as dense matrices (m, d_out, d_in), or (1, d_out, n·d_in) for "concat"."""
     if hasattr(op, "jacobian"):
         J = op.jacobian() if concat or tokens is None else op.jacobian(tokens=tokens)
     else:
         eye = torch.eye(op.d_out, dtype=op.dtype, device=_device(op))
         J = op.vjp(eye) if concat or tokens is None else op.vjp(eye, tokens=tokens)
     if concat:
-        M = J.reshape(J.shape[0], -1)  # (d_out, n·d_in)
-        return torch.linalg.svd(M, full_matrices=False)
-    M = J.permute(1, 0, 2)  # (m, d_out, d_in)
-    return torch.linalg.svd(M, full_matrices=False)
+        return J.reshape(1, J.shape[0], -1)
+    return J.permute(1, 0, 2)
+
+
+def _exact(
+    op: Any, tokens: list[int] | None, concat: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Form J (or its blocks) and take its full SVD — the ground truth for tests."""
+    M = _form_blocks(op, tokens, concat)
+    return torch.linalg.svd(M[0] if concat else M, full_matrices=False)
+
+
+def _dense_operator(M: torch.Tensor) -> _Stacked:
+    """Formed blocks M (P, d_out, d_in) as an operator: every pass is one batched matrix product."""
+    return _Stacked(
+        lambda X: M @ X, lambda Y: M.mT @ Y, lambda Om: M.mT @ Om, M.shape[0], M.shape[2], M.shape[1]
+    )
 
 
 # Passes (JVP + VJP pairs) block Krylov typically needs on real models before the top-8 settle to 1e-4.
@@ -405,7 +419,9 @@ def svd(
     k: how many triplets.  token: an input index (negative counts from the end), a list of indices,
     "all" (every token's block) or "concat" (the whole J = [J_1 … J_n]).  method: "auto" ("exact" when
     forming the blocks costs fewer VJP rows than the iterative passes would — every token's block of a
-    short prompt — and they fit in 1 GiB; else "krylov"), "krylov", "randomized" or "exact".
+    short prompt — and they fit in 1 GiB: then block Krylov runs on the formed blocks, reported as
+    method "formed"; else "krylov"), "krylov", "randomized" or "exact" (full SVD of the formed blocks).
+    tol: "krylov" stops once the top-k Ritz values change by less than tol (relative) in a pass.
     oversample: extra columns per block (default max(16, k)).
     power_iters: passes after the first (default: "krylov" iterates to `tol`, "randomized" uses 4).
     seed: the Gaussian start block's seed.  progress: a tqdm bar over per-token passes.
@@ -429,8 +445,8 @@ def svd(
     y = y.reshape(-1) if isinstance(y, torch.Tensor) else None
 
     l = min(k + (max(16, k) if oversample is None else oversample), rank_cap)
-    if method == "auto":
-        method = "exact" if _exact_is_cheaper(op, tokens, concat, l) else "krylov"
+    formed = method == "auto" and _exact_is_cheaper(op, tokens, concat, l)
+    method = "krylov" if method == "auto" else method
     if method == "exact":
         U, S, Vh = _exact(op, None if concat else tokens, concat)
         U, S, Vh = U[..., :k], S[..., :k], Vh[..., :k, :]
@@ -439,7 +455,10 @@ def svd(
             U, S, Vh = U[0], S[0], Vh[0]
         return SVDResult(U, S, Vh, label, tokens, "exact", k, seed=seed, op=op)
 
-    A = _concat_operator(op) if concat else _token_operator(op, tokens, progress)
+    if formed:  # the blocks are cheaper to form than to probe; their top-k then costs next to nothing
+        A = _dense_operator(_form_blocks(op, None if concat else tokens, concat))
+    else:
+        A = _concat_operator(op) if concat else _token_operator(op, tokens, progress)
     # Wide blocks are nearly free: a pass over quantized weights costs about the same for 8 or 32 vectors
     # (decoding the weights dominates), and a wider block converges in fewer passes (l, above).
     gen = torch.Generator().manual_seed(seed)
@@ -452,5 +471,5 @@ def svd(
     U, Vh = _sign_fix(U, Vh, y)
     if single:
         U, S, Vh = U[0], S[0], Vh[0]
-    name = "randomized" if method == "randomized" else "krylov"
+    name = "formed" if formed else method
     return SVDResult(U, S, Vh, label, tokens, name, k, l, iters, n_jvp, n_vjp, seed, converged, op)
