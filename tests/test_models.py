@@ -227,8 +227,16 @@ def test_gguf_tokenizer_cache(tiny, tmp_path, monkeypatch):
 
 
 TOKENIZER_TEXTS = [
-    "the cat sat", "", " leading and trailing  ", "Numbers 12345 and 3.14159!", "naïve café — “quotes”",
-    "日本語のテキスト", "tabs\tand\nnewlines\n\n", "<bos> looks special", "emoji 🙂🚀", "a" * 300,
+    "the cat sat",
+    "",
+    " leading and trailing  ",
+    "Numbers 12345 and 3.14159!",
+    "naïve café — “quotes”",
+    "日本語のテキスト",
+    "tabs\tand\nnewlines\n\n",
+    "<bos> looks special",
+    "emoji 🙂🚀",
+    "a" * 300,
 ]
 
 
