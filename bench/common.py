@@ -39,15 +39,21 @@ def time_call(fn: Callable[[], Any], repeats: int = 7, warmup: int = 1, min_seco
     return statistics.median(samples) * 1e3
 
 
-def time_interleaved(fns: Sequence[Callable[[], Any]], repeats: int = 7, warmup: int = 1) -> list[float]:
+def time_interleaved(
+    fns: Sequence[Callable[[], Any]], repeats: int = 7, warmup: int = 1, settle_s: float = 0.0
+) -> list[float]:
     """Median milliseconds of each function, timed in alternation (a, b, a, b, ...) so that load from
-    other processes on a shared machine hits every contender alike."""
+    other processes on a shared machine hits every contender alike.  settle_s: an untimed pause before
+    each call, so that the previous contender's idle threads have gone to sleep (torch's OpenMP workers
+    spin ~10 ms after each parallel region and would take a core from whatever is timed next)."""
     for fn in fns:
         for _ in range(warmup):
             fn()
     samples: list[list[float]] = [[] for _ in fns]
     for _ in range(repeats):
         for i, fn in enumerate(fns):
+            if settle_s > 0:
+                time.sleep(settle_s)
             t0 = time.perf_counter()
             fn()
             samples[i].append(time.perf_counter() - t0)

@@ -7,7 +7,10 @@ Layer shapes of Llama-3-8B and Gemma-3-270M (N x K = out x in), formats Q4_0, Q4
 BF16, M in {1, 8, 64, 512, 2048}, both orientations: matmul_t (y = x wᵀ, forward/JVP) and matmul
 (y = g w, VJP).  Baseline: torch.matmul on the same weights dequantized to float32 beforehand, same
 thread count, same process; the two are timed in alternation and the medians compared, so load from
-other processes on a shared machine hits both alike.  Targets (issue 2): M <= 16 at least 2x torch,
+other processes on a shared machine hits both alike.  Each call starts after a short untimed pause
+(--settle-ms): torch's OpenMP workers spin ~10 ms after every torch.matmul, and a kernel timed inside
+that window shares a core with them (pylin's own callers avoid this with kernels.kernel_threads);
+--settle-ms 0 measures that interaction instead.  Targets (issue 2): M <= 16 at least 2x torch,
 M >= 512 at least 0.8x torch.  Writes bench/results/matmul-<date>.json.
 """
 
@@ -56,7 +59,9 @@ def repeats_for(flops: float) -> int:
     return 3 if flops > 2e10 else 5 if flops > 2e9 else 9 if flops > 1e8 else 25
 
 
-def run(shapes: list[str], formats: list[str], ms: list[int], orientations: list[str]) -> list[dict]:
+def run(
+    shapes: list[str], formats: list[str], ms: list[int], orientations: list[str], settle_s: float
+) -> list[dict]:
     rng = np.random.default_rng(0)
     rows: list[dict] = []
     for shape in shapes:
@@ -78,7 +83,7 @@ def run(shapes: list[str], formats: list[str], ms: list[int], orientations: list
                         lambda x=x, b=w_torch: torch.matmul(x, b),
                     ]
                     flops = 2.0 * m * n * k
-                    pylin_ms, torch_ms = time_interleaved(fns, repeats=repeats_for(flops))
+                    pylin_ms, torch_ms = time_interleaved(fns, repeats=repeats_for(flops), settle_s=settle_s)
                     row = {
                         "shape": shape, "N": n, "K": k, "format": qtype, "M": m, "orientation": orientation,
                         "pylin_ms": pylin_ms, "torch_ms": torch_ms, "ratio": torch_ms / pylin_ms,
@@ -107,6 +112,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--m", help=f"comma-separated M values, default {','.join(map(str, MS))}")
     parser.add_argument("--orientation", choices=["matmul_t", "matmul", "both"], default="both")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument(
+        "--settle-ms", type=float, default=30.0, help="untimed pause before each timed call (0: none)"
+    )
     parser.add_argument("--no-json", action="store_true", help="print only")
     parser.add_argument("--tag", default="", help="suffix of the JSON file name (several runs a day)")
     args = parser.parse_args(argv)
@@ -126,7 +134,7 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"# pylin {pylin.__version__}, ISA {kernels.isa()}, {args.threads} threads, torch {torch.__version__}"
     )
-    rows = run(shapes, formats, ms, orientations)
+    rows = run(shapes, formats, ms, orientations, args.settle_ms / 1e3)
     print()
     print_table(
         rows,
@@ -138,6 +146,7 @@ def main(argv: list[str] | None = None) -> None:
         extra = {"isa": kernels.isa(), "torch": torch.__version__, "pylin": pylin.__version__,
                  "baseline": "torch.matmul, float32 weights dequantized beforehand, same threads, timed "
                              "in alternation with pylin (median of repeats)",
+                 "settle_ms": args.settle_ms,
                  "note": "shared 2-core machine: other processes ran during the measurement "
                          "(see loadavg_1_5_15)"}  # fmt: skip
         path = write_results("matmul", rows, args.threads, extra, tag=args.tag)

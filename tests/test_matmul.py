@@ -90,6 +90,22 @@ def test_float64_matches_float64_reference(
 
 
 @pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("qtype", ["F16", "Q8_0", "Q4_K", "Q6_K"])
+@pytest.mark.parametrize("transposed", [True, False], ids=["matmul_t", "matmul"])
+def test_reductions_deeper_than_a_panel(
+    transposed: bool, qtype: str, isa: str, rng: np.random.Generator, tolerances
+) -> None:
+    """Reductions of thousands of terms: the large-M path adds into y panel by panel (depths up to 1024)."""
+    n, k = (40, 9 * 256) if transposed else (2100, 2 * 256)
+    w, w_ref = weights(qtype, n, k)
+    x = rng.standard_normal((29, k if transposed else n)).astype(np.float32)
+    with kernels.use_isa(isa):
+        got = kernels.matmul_t(x, w) if transposed else kernels.matmul(x, w)
+    ref = matmul_t_ref(x, w_ref) if transposed else matmul_ref(x, w_ref)
+    assert rel_frobenius(got, ref) <= tolerances["matmul_float32"]
+
+
+@pytest.mark.parametrize("isa", ISAS)
 def test_threads_do_not_change_results_beyond_tolerance(
     isa: str, rng: np.random.Generator, tolerances
 ) -> None:
