@@ -40,20 +40,30 @@ def time_call(fn: Callable[[], Any], repeats: int = 7, warmup: int = 1, min_seco
 
 
 def time_interleaved(
-    fns: Sequence[Callable[[], Any]], repeats: int = 7, warmup: int = 1, settle_s: float = 0.0
+    fns: Sequence[Callable[[], Any]],
+    repeats: int = 7,
+    warmup: int = 1,
+    settle_s: float = 0.0,
+    evict: Callable[[], Any] | None = None,
 ) -> list[float]:
     """Median milliseconds of each function, timed in alternation (a, b, a, b, ...) so that load from
-    other processes on a shared machine hits every contender alike.  settle_s: an untimed pause before
-    each call, so that the previous contender's idle threads have gone to sleep (torch's OpenMP workers
-    spin ~10 ms after each parallel region and would take a core from whatever is timed next)."""
+    other processes on a shared machine hits every contender alike.  settle_s: before each timed call,
+    the function runs untimed (at least once) until that long has passed, so each contender is timed in
+    its own steady state: not sharing cores with the previous contender's idle threads (torch's OpenMP
+    workers spin ~10 ms after each parallel region), and not paying to wake sleeping cores either (a
+    plain sleep instead costs ~1 ms per call on the dev VM, which buries millisecond kernels).
+    evict: called right before each timed call (e.g. to push the contender's data out of the caches)."""
     for fn in fns:
         for _ in range(warmup):
             fn()
     samples: list[list[float]] = [[] for _ in fns]
     for _ in range(repeats):
         for i, fn in enumerate(fns):
-            if settle_s > 0:
-                time.sleep(settle_s)
+            start = time.perf_counter()
+            while settle_s > 0 and time.perf_counter() - start < settle_s:
+                fn()
+            if evict is not None:
+                evict()
             t0 = time.perf_counter()
             fn()
             samples[i].append(time.perf_counter() - t0)

@@ -7,10 +7,12 @@ Layer shapes of Llama-3-8B and Gemma-3-270M (N x K = out x in), formats Q4_0, Q4
 BF16, M in {1, 8, 64, 512, 2048}, both orientations: matmul_t (y = x wᵀ, forward/JVP) and matmul
 (y = g w, VJP).  Baseline: torch.matmul on the same weights dequantized to float32 beforehand, same
 thread count, same process; the two are timed in alternation and the medians compared, so load from
-other processes on a shared machine hits both alike.  Each call starts after a short untimed pause
-(--settle-ms): torch's OpenMP workers spin ~10 ms after every torch.matmul, and a kernel timed inside
-that window shares a core with them (pylin's own callers avoid this with kernels.kernel_threads);
---settle-ms 0 measures that interaction instead.  Targets (issue 2): M <= 16 at least 2x torch,
+other processes on a shared machine hits both alike.  Before each timed call the contender runs
+untimed for --settle-ms: torch's OpenMP workers spin ~10 ms after every torch.matmul, and a kernel
+timed inside that window shares a core with them (pylin's own callers avoid this with
+kernels.kernel_threads); --settle-ms 0 measures that interaction instead.  Then --evict-mb of memory
+is rewritten (numpy, one thread), so that neither contender finds its weights in the 32 MB L3, as
+when a model's layers are streamed in turn.  Targets (issue 2): M <= 16 at least 2x torch,
 M >= 512 at least 0.8x torch.  Writes bench/results/matmul-<date>.json.
 """
 
@@ -60,9 +62,19 @@ def repeats_for(flops: float) -> int:
 
 
 def run(
-    shapes: list[str], formats: list[str], ms: list[int], orientations: list[str], settle_s: float
+    shapes: list[str],
+    formats: list[str],
+    ms: list[int],
+    orientations: list[str],
+    settle_s: float,
+    evict_mb: int,
 ) -> list[dict]:
     rng = np.random.default_rng(0)
+    junk = np.zeros(evict_mb << 18, dtype=np.float32)
+
+    def evict() -> None:
+        np.add(junk, 1.0, out=junk)
+
     rows: list[dict] = []
     for shape in shapes:
         n, k = SHAPES[shape]
@@ -83,7 +95,9 @@ def run(
                         lambda x=x, b=w_torch: torch.matmul(x, b),
                     ]
                     flops = 2.0 * m * n * k
-                    pylin_ms, torch_ms = time_interleaved(fns, repeats=repeats_for(flops), settle_s=settle_s)
+                    pylin_ms, torch_ms = time_interleaved(
+                        fns, repeats=repeats_for(flops), settle_s=settle_s, evict=evict if evict_mb else None
+                    )
                     row = {
                         "shape": shape, "N": n, "K": k, "format": qtype, "M": m, "orientation": orientation,
                         "pylin_ms": pylin_ms, "torch_ms": torch_ms, "ratio": torch_ms / pylin_ms,
@@ -113,8 +127,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--orientation", choices=["matmul_t", "matmul", "both"], default="both")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument(
-        "--settle-ms", type=float, default=30.0, help="untimed pause before each timed call (0: none)"
+        "--settle-ms", type=float, default=30.0, help="untimed runs before each timed call (0: none)"
     )
+    parser.add_argument("--evict-mb", type=int, default=64, help="memory rewritten before each timed call")
     parser.add_argument("--no-json", action="store_true", help="print only")
     parser.add_argument("--tag", default="", help="suffix of the JSON file name (several runs a day)")
     args = parser.parse_args(argv)
@@ -134,7 +149,7 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"# pylin {pylin.__version__}, ISA {kernels.isa()}, {args.threads} threads, torch {torch.__version__}"
     )
-    rows = run(shapes, formats, ms, orientations, args.settle_ms / 1e3)
+    rows = run(shapes, formats, ms, orientations, args.settle_ms / 1e3, args.evict_mb)
     print()
     print_table(
         rows,
@@ -146,7 +161,7 @@ def main(argv: list[str] | None = None) -> None:
         extra = {"isa": kernels.isa(), "torch": torch.__version__, "pylin": pylin.__version__,
                  "baseline": "torch.matmul, float32 weights dequantized beforehand, same threads, timed "
                              "in alternation with pylin (median of repeats)",
-                 "settle_ms": args.settle_ms,
+                 "settle_ms": args.settle_ms, "evict_mb": args.evict_mb,
                  "note": "shared 2-core machine: other processes ran during the measurement "
                          "(see loadavg_1_5_15)"}  # fmt: skip
         path = write_results("matmul", rows, args.threads, extra, tag=args.tag)
