@@ -1,9 +1,10 @@
 """pylin.kernels.matmul_t (x · wᵀ) and matmul (g · w) against a float64 product of gguf-py's weights.
 
-Every format × orientation × ISA variant available here × M ∈ {1, 3, 16, 17, 64, 65, 257} (both sides
-of the small-M / large-M switches: 16 for matmul, 64 for matmul_t) × awkward N, K: K of one block, K = 32·odd (not a multiple of
-256) for the 32-blocks, N of 1, 7, 33, 70.  Relative Frobenius error ≤ 1e-6 in float32, ≤ 1e-12 in
-float64 (conftest.TOLERANCES).  Then the argument checks: bad input raises ValueError, never crashes.
+Every format × orientation × ISA variant available here × M ∈ {1, 3, 16, 17, 64, 65, 257} (both
+sides of the small-M / large-M switches: 16 for matmul, 64 for matmul_t) × awkward N, K: K of one
+block, K = 32·odd (not a multiple of 256) for the 32-blocks, N of 1, 7, 33, 70.  Relative Frobenius
+error ≤ 1e-6 in float32, ≤ 1e-12 in float64 (conftest.TOLERANCES).  Then the argument checks: bad
+input raises ValueError, never crashes.
 Covers csrc/cpu/matmul_*.cpp and csrc/bindings.cpp.
 """
 
