@@ -41,22 +41,26 @@ def prompt_ids(model, n_tokens: int) -> list[int]:
     return ids[:n_tokens]
 
 
+def _status_gib(field: str) -> float | None:
+    """A memory field of /proc/self/status (VmRSS, VmHWM) in GiB; None where there is none."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 2**20
+    except OSError:
+        pass
+    return None
+
+
 def current_rss_gib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 2**20
-    return float("nan")
+    rss = _status_gib("VmRSS")
+    return float("nan") if rss is None else rss
 
 
 def peak_rss_gib() -> float:
     """Peak resident set since the last reset_peak_rss() (VmHWM), else since the process started."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 2**20
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    peak = _status_gib("VmHWM")
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20 if peak is None else peak
 
 
 def reset_peak_rss() -> None:

@@ -210,12 +210,15 @@ def _fast_reader_class() -> type:
             self._reader, self._start, self._count, self._string_starts = reader, start, count, string_starts
             return self
 
+        def _values(self) -> np.ndarray:
+            r = self._reader
+            return r._get(self._start + 12, r.gguf_scalar_to_np[self.types[-1]], self._count)
+
         def _items(self) -> list[np.ndarray]:
-            r, item = self._reader, self.types[-1]
             if self._string_starts is None:
-                values = r._get(self._start + 12, r.gguf_scalar_to_np[item], self._count)
+                values = self._values()
                 return [values[i : i + 1] for i in range(self._count)]
-            plain, items = r.__dict__["_plain"], []
+            plain, items = self._reader.__dict__["_plain"], []
             for s in self._string_starts.tolist():
                 (n,) = struct.unpack_from("<Q", plain, s)
                 items += [plain[s : s + 8].view(np.uint64), plain[s + 8 : s + 8 + n]]
@@ -235,9 +238,7 @@ def _fast_reader_class() -> type:
 
         def contents(self, index_or_slice: int | slice = slice(None)) -> Any:
             if self._string_starts is None:
-                r = self._reader
-                values = r._get(self._start + 12, r.gguf_scalar_to_np[self.types[-1]], self._count)
-                return values[index_or_slice].tolist()
+                return self._values()[index_or_slice].tolist()
             plain = self._reader.__dict__["_plain"]
             starts = self._string_starts[index_or_slice]
 

@@ -221,13 +221,11 @@ def _orth(Y: torch.Tensor, against: torch.Tensor | None, gen: torch.Generator) -
 def _rayleigh_ritz(
     B: torch.Tensor, Q: torch.Tensor, k: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """J ≈ B Qᵀ with B = J Q (P, d_out, r), Q (P, d_in, r) orthonormal: SVD of the small B (in float64).
-
-    Returns the top-k U and Vh and all r Ritz values."""
+    """J ≈ B Qᵀ with B = J Q (P, d_out, r), Q (P, d_in, r) orthonormal: SVD of the small B (in float64)."""
     Ub, S, Wh = torch.linalg.svd(B.double(), full_matrices=False)
     U = Ub[..., :k].to(B.dtype)
     Vh = (Wh[..., :k, :].to(B.dtype)) @ Q.mT
-    return U, S.to(B.dtype), Vh
+    return U, S[..., :k].to(B.dtype), Vh
 
 
 def _sign_fix(U: torch.Tensor, Vh: torch.Tensor, y: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -294,7 +292,6 @@ def _krylov(
         n_jvp += 1
         Qall, B = torch.cat(Qs, dim=-1), torch.cat(Zs, dim=-1)
         U, S, Vh = _rayleigh_ritz(B, Qall, k)
-        S = S[..., :k]
         dim = Qall.shape[-1]
         exhausted = dim >= cap  # the space is all of R^{d_in} (or rank-capped): Rayleigh–Ritz is exact
         change = math.inf if prev is None else float(((S - prev).abs() / S.abs().clamp_min(1e-300)).max())
@@ -321,7 +318,7 @@ def _randomized(
         n_jvp, n_vjp = n_jvp + 1, n_vjp + 1
     B = A.matvec(Q)
     U, S, Vh = _rayleigh_ritz(B, Q, k)
-    return U, S[..., :k], Vh, q, n_jvp + 1, n_vjp, True
+    return U, S, Vh, q, n_jvp + 1, n_vjp, True
 
 
 def _form_blocks(op: Any, tokens: list[int] | None, concat: bool) -> torch.Tensor:

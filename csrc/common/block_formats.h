@@ -153,7 +153,8 @@ struct FormatInfo {
     int block_bytes;  // bytes per block
 };
 
-PYLIN_HD FormatInfo format_info(QType t) {
+// constexpr as well, so compile-time tables (the CUDA kernels' Format<QT>) read the same facts.
+PYLIN_HD constexpr FormatInfo format_info(QType t) {
     switch (t) {
         case QType::F32: return {1, 4};
         case QType::F16: return {1, 2};

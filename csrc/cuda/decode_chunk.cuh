@@ -18,28 +18,12 @@ namespace pylin {
 
 constexpr int CHUNK = 8;  // weights decoded per call
 
+// A format's block facts as compile-time constants (from the shared format_info table).
 template <QType QT>
-struct Format;
-#define PYLIN_FORMAT(T, BS, BB)                 \
-    template <>                                 \
-    struct Format<QType::T> {                   \
-        static constexpr int block_size = BS;   \
-        static constexpr int block_bytes = BB;  \
-    };
-PYLIN_FORMAT(F32, 1, 4)
-PYLIN_FORMAT(F16, 1, 2)
-PYLIN_FORMAT(BF16, 1, 2)
-PYLIN_FORMAT(Q4_0, 32, 18)
-PYLIN_FORMAT(Q4_1, 32, 20)
-PYLIN_FORMAT(Q5_0, 32, 22)
-PYLIN_FORMAT(Q5_1, 32, 24)
-PYLIN_FORMAT(Q8_0, 32, 34)
-PYLIN_FORMAT(Q2_K, 256, 84)
-PYLIN_FORMAT(Q3_K, 256, 110)
-PYLIN_FORMAT(Q4_K, 256, 144)
-PYLIN_FORMAT(Q5_K, 256, 176)
-PYLIN_FORMAT(Q6_K, 256, 210)
-#undef PYLIN_FORMAT
+struct Format {
+    static constexpr int block_size = format_info(QT).block_size;
+    static constexpr int block_bytes = format_info(QT).block_bytes;
+};
 
 // Decode weights [k, k+8) of a row whose bytes start at `row` (k a multiple of 8).  For the float
 // formats only the first `valid` (1..8) values are read; the rest are set to 0 (a row of a float

@@ -56,6 +56,18 @@ constexpr int TILE_M = 128, TILE_N = 128, TILE_R = 16, TILE_THREADS = 256;
 
 // TRANSPOSED: y[m][n] = sum_k x[m][k] w[n][k] (matmul_t; R = K, output width N)
 // otherwise:  y[m][k] = sum_n g[m][n] w[n][k] (matmul;   R = N, output width K)
+// v = weights [k, k+8) of row n, or zeros for a chunk outside the N x K weight (tile edges).
+template <QType QT>
+__device__ __forceinline__ void decode_chunk_or_zero(const uint8_t* w, int64_t row_bytes, int64_t n, int64_t k,
+                                                     int64_t N, int64_t K, float* v) {
+    if (n < N && k < K) {
+        decode_chunk<QT>(w + n * row_bytes, k, (int)min64(CHUNK, K - k), v);
+    } else {
+#pragma unroll
+        for (int i = 0; i < CHUNK; ++i) v[i] = 0.0f;
+    }
+}
+
 template <QType QT, bool TRANSPOSED>
 __global__ void __launch_bounds__(TILE_THREADS) matmul_tiled_kernel(const uint8_t* __restrict__ w, int64_t N,
                                                                     int64_t K, int64_t row_bytes,
@@ -87,23 +99,13 @@ __global__ void __launch_bounds__(TILE_THREADS) matmul_tiled_kernel(const uint8_
         if (TRANSPOSED) {  // rows n = c0 + tid/2, columns k = r0 + 8*(tid%2) .. +8  ->  Bs[k][n]
             const int nn = tid / 2, kk = 8 * (tid % 2);
             const int64_t n = c0 + nn, k = r0 + kk;
-            if (n < N && k < K) {
-                decode_chunk<QT>(w + n * row_bytes, k, (int)min64(CHUNK, K - k), v);
-            } else {
-#pragma unroll
-                for (int i = 0; i < CHUNK; ++i) v[i] = 0.0f;
-            }
+            decode_chunk_or_zero<QT>(w, row_bytes, n, k, N, K, v);
 #pragma unroll
             for (int i = 0; i < CHUNK; ++i) Bs[kk + i][nn] = v[i];
         } else {  // rows n = r0 + tid/16, columns k = c0 + 8*(tid%16) .. +8  ->  Bs[n][k]
             const int nn = tid / 16, kk = 8 * (tid % 16);
             const int64_t n = r0 + nn, k = c0 + kk;
-            if (n < N && k < K) {
-                decode_chunk<QT>(w + n * row_bytes, k, (int)min64(CHUNK, K - k), v);
-            } else {
-#pragma unroll
-                for (int i = 0; i < CHUNK; ++i) v[i] = 0.0f;
-            }
+            decode_chunk_or_zero<QT>(w, row_bytes, n, k, N, K, v);
             *(float4*)&Bs[nn][kk] = make_float4(v[0], v[1], v[2], v[3]);
             *(float4*)&Bs[nn][kk + 4] = make_float4(v[4], v[5], v[6], v[7]);
         }
