@@ -61,7 +61,7 @@ def from_gguf(gguf: Any) -> Any:
     cached = _cache_path(Path(gguf.path))
     if cached is not None and cached.is_dir():
         try:
-            return JsonTokenizer.from_folder(cached)
+            return _from_cached(cached)
         except Exception:  # noqa: BLE001 - a damaged cache entry is rebuilt
             shutil.rmtree(cached, ignore_errors=True)
     try:
@@ -74,9 +74,17 @@ def from_gguf(gguf: Any) -> Any:
     if cached is not None and _store(tok, cached):
         try:
             return JsonTokenizer.from_folder(cached)  # the lean form of the same tokenizer
-        except Exception:  # noqa: BLE001 - keep transformers' object
+        except Exception:  # noqa: BLE001 - it needs transformers' wrapper, or is unreadable: keep ours
             pass
     return tok
+
+
+def _from_cached(folder: Path) -> Any:
+    """The lean JsonTokenizer of a cached folder, or transformers' when the folder needs its decoding."""
+    try:
+        return JsonTokenizer.from_folder(folder)
+    except ValueError:
+        return from_hf_folder(folder)
 
 
 def _cache_path(path: Path) -> Path | None:
