@@ -19,7 +19,8 @@ from typing import Any
 
 import torch
 
-from .decoding import Table, show_token, token_text
+from .readout import show_token, token_text
+from .table import Table
 
 __all__ = ["Attribution", "attribute"]
 

@@ -22,6 +22,8 @@ import torch
 
 from . import kernels, planner
 from .frozen_layers import FrozenLayer, layer_jvp, layer_vjp
+from .indices import indices
+from .readout import token_text
 from .sites import InputSite, OutputSite, parse_input, parse_output
 
 # Bytes of tangent/cotangent activations alive per chunk on the CPU when no budget is given.  Small
@@ -64,13 +66,6 @@ def parse_memory(budget: int | str | None) -> int | None:
     return None if budget is None else planner.parse_bytes(budget)
 
 
-def _token_ids(model: Any, text_or_ids: Any) -> list[int]:
-    # A blank string would still tokenize to [BOS]: that is no prompt to linearize.
-    if isinstance(text_or_ids, str) and not text_or_ids.strip():
-        raise ValueError("the prompt is empty")
-    return model._ids(text_or_ids)  # tokenizes text; checks ids are non-empty and in the vocabulary
-
-
 class Linearization:
     """The detached Jacobian of `model` at one input, as a batched linear operator."""
 
@@ -87,7 +82,7 @@ class Linearization:
     ) -> None:
         cfg = model.config
         self.model = model
-        self.tokens = _token_ids(model, text_or_ids)
+        self.tokens = model.token_ids(text_or_ids)
         self.output_site: OutputSite = parse_output(output, model.n_layers, model.weights.lm_head.shape[0])
         self.input_site: InputSite = parse_input(wrt, model.n_layers)
         if self.input_site.layer > self.output_site.layer:
@@ -100,9 +95,8 @@ class Linearization:
 
         if _frozen is None:
             embedded = model.embed(self.tokens)
-            with kernels.kernel_threads():
-                forward_result = model.forward(embedded, record=True)
-                logits = model.lm_head(forward_result.hidden[-1:].contiguous())[0]
+            forward_result = model.forward(embedded, record=True)
+            logits = model.lm_head(forward_result.hidden[-1:].contiguous())[0]
         else:
             embedded, forward_result, logits = _frozen
         self._embedded = embedded
@@ -136,8 +130,8 @@ class Linearization:
         )
 
     def decode(self, result: Any, top: int = 5) -> Any:
-        """Decode an SVD result of this linearization to tokens (see pylin.decoding.decode_svd)."""
-        from .decoding import decode_svd
+        """Decode an SVD result of this linearization to tokens (see pylin.readout.decode_svd)."""
+        from .readout import decode_svd
 
         return decode_svd(result, self, top=top)
 
@@ -159,18 +153,14 @@ class Linearization:
     def wrt(self) -> str:
         return self.input_site.name
 
-    def _token_text(self, token: int) -> str:
-        # tiny test models and bare checkpoints may have no tokenizer: show the id instead
-        return self.model.decode([token]) if self.model.tokenizer is not None else f"<{token}>"
-
     @property
     def token_strings(self) -> list[str]:
-        return [self._token_text(t) for t in self.tokens]
+        return [token_text(self.model, t) for t in self.tokens]
 
     @property
     def next_token(self) -> tuple[int, str]:
         token = int(torch.argmax(self.logits))
-        return token, self._token_text(token)
+        return token, token_text(self.model, token)
 
     def __repr__(self) -> str:
         return (
@@ -227,21 +217,7 @@ class Linearization:
     # ---- argument checks ----------------------------------------------------------------------------
 
     def _check_tokens(self, tokens: Sequence[int] | int | None) -> list[int] | None:
-        if tokens is None:
-            return None
-        if isinstance(tokens, int):
-            tokens = [tokens]
-        out = []
-        for t in tokens:
-            j = int(t) + self.n_tokens if int(t) < 0 else int(t)
-            if not 0 <= j < self.n_tokens:
-                raise ValueError(f"token index {t} is out of range for a {self.n_tokens}-token input")
-            out.append(j)
-        if not out:
-            raise ValueError("tokens= is empty")
-        if len(set(out)) != len(out):
-            raise ValueError(f"tokens= has repeated indices: {list(tokens)}")
-        return out
+        return None if tokens is None else indices(tokens, self.n_tokens, "token")
 
     def _check_array(self, a: Any, name: str, trailing: tuple[int, ...]) -> torch.Tensor:
         if not isinstance(a, torch.Tensor):

@@ -27,10 +27,10 @@ import torch
 
 from . import figures
 from .attribution import attribute
-from .decoding import Table
 from .dimensionality import stable_rank
-from .layers import emergence, parse_layers
+from .emergence import emergence, parse_layers
 from .svd import svd
+from .table import Table
 
 __all__ = ["analyze", "parse_tokens", "write_html"]
 

@@ -18,9 +18,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from .decoding import Table, logit_lens, show_token
 from .dimensionality import stable_rank
+from .indices import index
+from .readout import logit_lens, show_token
 from .svd import svd
+from .table import Table
 
 __all__ = ["COMPONENTS", "parse_layers", "emergence"]
 
@@ -54,14 +56,8 @@ def parse_layers(spec: str | Sequence[int] | None, n_layers: int) -> list[int]:
                 f"cannot read layers {spec!r}; use 'all', 'none', '0,4,8' or 'start:stop:step'"
             ) from None
     else:
-        items = [int(i) for i in spec]
-    out = []
-    for i in items:
-        j = i + n_layers if i < 0 else i
-        if not 0 <= j < n_layers:
-            raise ValueError(f"layer {i} out of range for a model with {n_layers} layers (0..{n_layers - 1})")
-        if j not in out:
-            out.append(j)
+        items = list(spec)
+    out = list(dict.fromkeys(index(i, n_layers, "layer") for i in items))  # repeats dropped, order kept
     if not out:
         raise ValueError(f"layers {spec!r} selects no layer")
     return out
