@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from .linearization import reconstruction_error
 from .readout import show_token, token_text
 from .table import Table
 
@@ -98,7 +99,7 @@ def attribute(lin: Any, logit_token: int | None = None) -> Attribution:
     V[idx, idx] = lin.x.to(lin.dtype)
     terms = lin.jvp(V)  # (n, d_out): row j is J_j x*_j
     y = lin.output.reshape(-1)
-    err = float((terms.double().sum(0) - y.double()).norm() / y.double().norm().clamp_min(1e-300))
+    err = reconstruction_error(terms.sum(0), y, "attribution").rel_error
     strings = list(getattr(lin, "token_strings", [str(t) for t in lin.tokens]))
     att = Attribution(terms, y, list(lin.tokens), strings, err)
     site = getattr(lin, "output_site", None)

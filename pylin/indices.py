@@ -56,7 +56,7 @@ def indices(values: Any, length: int, what: str, *, unique: bool = True) -> list
     """Several indices: an iterable of integers, one integer, or a comma-separated string like '0,3,-1'."""
     items = _items(values, what)
     if not items:
-        raise ValueError(f"no {what} selected")
+        raise ValueError(f"the {what} list is empty")
     out = [index(v, length, what) for v in items]
     if unique and len(set(out)) != len(out):
         raise ValueError(f"{what} indices repeat: {list(items)}")

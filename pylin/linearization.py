@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -41,14 +41,16 @@ class Reconstruction:
     r2: float  # 1 - ||ŷ - y||² / ||y - mean(y)||²
     max_abs_error: float
     y_norm: float
-    method: str  # "jvp" (one JVP with X* as tangent) or "jacobian" (sum_j J_j x*_j)
+    method: str  # "jvp" (one JVP with X* as tangent), "jacobian" (sum_j J_j x*_j), or who computed ŷ
+    y_hat: torch.Tensor | None = field(default=None, repr=False, compare=False)  # the reconstruction ŷ
 
     def __str__(self) -> str:
         return f"reconstruction ({self.method}): relative error {self.rel_error:.3e}, R² = {self.r2:.9f}"
 
 
 def reconstruction_error(y_hat: torch.Tensor, y: torch.Tensor, method: str) -> Reconstruction:
-    y64, diff = y.double(), (y_hat.double() - y.double())
+    """How well ŷ reproduces y: relative error, R², max |ŷ − y| (in float64; ŷ is kept)."""
+    y64, diff = y.double().reshape(-1), (y_hat.double() - y.double()).reshape(-1)
     sse = float(diff.square().sum())
     sst = float((y64 - y64.mean()).square().sum())
     y_norm = float(y64.norm())
@@ -58,6 +60,7 @@ def reconstruction_error(y_hat: torch.Tensor, y: torch.Tensor, method: str) -> R
         max_abs_error=float(diff.abs().max()),
         y_norm=y_norm,
         method=method,
+        y_hat=y_hat,
     )
 
 

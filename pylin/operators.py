@@ -47,7 +47,7 @@ class Stacked:
 # Rows (vectors x positions) per engine call below which several tokens share one JVP/VJP call: a
 # pass over the quantized weights costs about the same for a few or a few thousand rows (decoding
 # dominates), while above it the kernels are compute-bound and sharing would only add positions.
-_SHARED_PASS_ROWS = 8192
+SHARED_PASS_ROWS = 8192
 
 
 def _token_groups(op: Any, tokens: list[int], width: int) -> list[list[int]]:
@@ -57,7 +57,7 @@ def _token_groups(op: Any, tokens: list[int], width: int) -> list[list[int]]:
         if groups:
             group = groups[-1]
             first = min(tokens[q] for q in group + [p])
-            if (len(group) + 1) * width * (op.n_tokens - first) <= _SHARED_PASS_ROWS:
+            if (len(group) + 1) * width * (op.n_tokens - first) <= SHARED_PASS_ROWS:
                 group.append(p)
                 continue
         groups.append([p])

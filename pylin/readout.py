@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from .qtensor import QTensor
+from .svd import signs_toward
 from .table import Table
 
 __all__ = ["logit_lens", "nearest_embeddings", "decode_svd", "show_token", "token_text"]
@@ -129,8 +130,8 @@ def decode_svd(res: Any, lin: Any, top: int = 5) -> Table:
     left = U.shape[-2] == d_model
     if left:
         u = U.mT.reshape(m * k, -1)
-        if isinstance(y, torch.Tensor) and y.numel() == d_model:
-            u = u * torch.where((u @ y.to(u).reshape(-1)) < 0, -1.0, 1.0).to(u)[:, None]
+        y = y if isinstance(y, torch.Tensor) else None
+        u = u * signs_toward(u.T, y)[:, None]
         weight = _lens_weight(lin)
         pos, neg = logit_lens(model, u, top, weight), logit_lens(model, -u, top, weight)
     if res.token == "concat":

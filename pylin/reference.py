@@ -11,6 +11,7 @@ Tests: tests/test_linearization.py.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import fields
 from typing import Any
@@ -20,11 +21,14 @@ import torch
 from . import forward
 from .sites import parse_input, parse_output
 
+# Float copies of each model's weights per dtype, dropped with the model (no reference from the model).
+_FLOAT_WEIGHTS: weakref.WeakKeyDictionary[Any, dict[torch.dtype, Any]] = weakref.WeakKeyDictionary()
+
 
 def dequantized_weights(model: Any, dtype: torch.dtype | None = None) -> Any:
-    """Float copies of the model's weights (cached per dtype on the model object)."""
+    """Float copies of the model's weights (cached per model and dtype while the model lives)."""
     dtype = dtype or model.dtype
-    cache = model.__dict__.setdefault("_reference_weights", {})
+    cache = _FLOAT_WEIGHTS.setdefault(model, {})
     if dtype not in cache:
         # The embedding table and LM head stay quantized: the reference needs only the prompt's rows
         # (model.embed) and, for a logit site, one row of the head.

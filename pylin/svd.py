@@ -47,7 +47,7 @@ from .operators import (
 
 Method = Literal["auto", "krylov", "randomized", "exact"]
 
-__all__ = ["SVDResult", "svd", "principal_angles", "subspace_angles"]
+__all__ = ["SVDResult", "principal_angles", "signs_toward", "subspace_angles", "svd"]
 
 
 @dataclass
@@ -119,18 +119,24 @@ def _rayleigh_ritz(
     return U, S[..., :k].to(B.dtype), Vh
 
 
-def _sign_fix(U: torch.Tensor, Vh: torch.Tensor, y: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Fix the sign of each singular pair (u, v) → (±u, ±v), so results are comparable across methods.
+def signs_toward(U: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+    """±1 per column u of U (..., d, k) so that ⟨±u, y⟩ > 0: the paper's convention, decoding each left
+    singular vector with the sign that pushes toward the actual output y.
 
-    With y known, ⟨u, y⟩ ≥ 0 (the paper decodes U with the sign aligned to the output); otherwise the
-    largest-magnitude entry of u is positive.
+    Where ⟨u, y⟩ = 0 exactly, or y is None / zero / of another size, the largest-magnitude entry of u
+    decides (positive), and an all-zero u keeps +1: deterministic, so results compare across methods.
     """
-    if y is not None and y.numel() == U.shape[-2] and bool(torch.any(y != 0)):
-        s = torch.sign(torch.einsum("...dk,d->...k", U, y.to(U)))
-    else:
-        idx = U.abs().argmax(dim=-2, keepdim=True)
-        s = torch.sign(torch.gather(U, -2, idx)).squeeze(-2)
-    s = torch.where(s == 0, torch.ones_like(s), s)
+    idx = U.abs().argmax(dim=-2, keepdim=True)
+    s = torch.sign(torch.gather(U, -2, idx)).squeeze(-2)
+    if y is not None and y.numel() == U.shape[-2]:
+        along = torch.sign(torch.einsum("...dk,d->...k", U, y.reshape(-1).to(U)))
+        s = torch.where(along != 0, along, s)
+    return torch.where(s == 0, torch.ones_like(s), s)
+
+
+def _sign_fix(U: torch.Tensor, Vh: torch.Tensor, y: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each singular pair (u, v) → (±u, ±v) with the sign of `signs_toward` (J = U S Vh is unchanged)."""
+    s = signs_toward(U, y)
     return U * s.unsqueeze(-2), Vh * s.unsqueeze(-1)
 
 

@@ -16,7 +16,6 @@ from typing import Any
 from ..rope import Rope, make_rope
 
 NORM_SLOTS = ("attn_norm", "post_attn_norm", "mlp_norm", "post_mlp_norm")
-LINEAR_SLOTS = ("q", "k", "v", "o", "gate", "up", "down")
 
 # Hugging Face module names (after "model.layers.{i}.") of the slots every family shares.
 HF_COMMON = {
