@@ -14,7 +14,7 @@ LM head's input space: "final", or a normed intermediate site).  Tests: tests/te
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -36,7 +36,6 @@ class Attribution:
     logit_token: tuple[int, str] | None = None
     logit_contributions: torch.Tensor | None = None  # (n,)
     logit: float | None = None  # the model's logit for logit_token (compare with the contributions' sum)
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def norms(self) -> torch.Tensor:

@@ -6,7 +6,7 @@
 float tensors with `x @ w.T`, so the same code is differentiable by autograd (pylin.reference).
 With detach=True the frozen coefficients of the detached linearization are cut from the graph, and only
 they: every RMSNorm scale r = rsqrt(mean(x²)+ε), the whole activated MLP gate, the attention
-probabilities (docs: ../shared/reference/linearization.md).  Operation order and precision follow
+probabilities (docs/linearization.md).  Operation order and precision follow
 transformers, so float32 logits match it to rounding.
 Tests: tests/test_models.py (logits vs transformers, records, detach/autograd).
 """

@@ -1,7 +1,7 @@
 """The detached network as a linear map: batched tangents forward (JVP), cotangents backward (VJP).
 
 With every nonlinear coefficient frozen at X* (norm scales r, activated gates g, attention
-probabilities P — linearization.md), one decoder layer acting on a tangent T (B, p, d) is
+probabilities P — docs/linearization.md), one decoder layer acting on a tangent T (B, p, d) is
 
     a  = (T · r_attn) · w_attn                  (pre-attention norm, if the family has one)
     o  = P · (a Wvᵀ)  per head (GQA: kv head = head // group), then  attn = o Woᵀ

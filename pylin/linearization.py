@@ -6,7 +6,7 @@
     lin.jacobian()        # (d_out, n, d), assembled from chunked VJPs
     lin.reconstruction()  # sum_j J_j x*_j against y: the exactness the product promises
 
-The forward pass runs once at X* and records every frozen coefficient (linearization.md);
+The forward pass runs once at X* and records every frozen coefficient (docs/linearization.md);
 after that the map is exactly linear and costs only products with Wv, Wo, Wu and Wd.
 Tests: tests/test_linearization.py.
 """

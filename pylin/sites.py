@@ -15,12 +15,11 @@ from dataclasses import dataclass
 from .indices import index
 
 _BLOCK_SITE = re.compile(r"^blocks\.(-?\d+)\.(resid_post|attn_out|mlp_out|resid_pre)$")
-OUTPUT_KINDS = ("final", "logit", "resid_post", "attn_out", "mlp_out")
 
 
 @dataclass(frozen=True)
 class OutputSite:
-    kind: str  # one of OUTPUT_KINDS
+    kind: str  # "final", "logit", "resid_post", "attn_out" or "mlp_out"
     layer: int  # the layer whose output it is (n_layers - 1 for final / logit)
     token_id: int | None = None  # for kind == "logit"
 

@@ -10,7 +10,7 @@ residual stream AFTER layer ℓ (= entering layer ℓ + 1: the space the concept
 The paper's operator: J^(ℓ) is the detached Jacobian of the (final-norm-)normed residual output of layer ℓ
 at the last token of a concept prompt of n₀ tokens, shape (d, n₀, d).  For a sequence with input
 embeddings e_1 … e_m, Δ_i = Σ_{k≤i} J^(ℓ)[:, k mod n₀, :] e_k, rescaled to λ·‖h_i‖ / (2‖Δ_i‖) · Δ_i with h_i
-the residual stream where it is added (linearization.md, "Steering").  J^(ℓ) is never formed: the terms
+the residual stream where it is added (docs/linearization.md, "Steering").  J^(ℓ) is never formed: the terms
 J^(ℓ)[:, k mod n₀, :] e_k for all k come from ONE JVP batch of the concept's linearization (tangent k puts
 e_k on concept token k mod n₀), and are cached per position so each generated token costs one tangent.
 Greedy decoding re-runs the whole steered forward for every new token, as the paper does; λ = 0 adds
