@@ -31,6 +31,17 @@ from .sites import InputSite, OutputSite, parse_input, parse_output
 # measured on Gemma 3 270M, full Jacobian at 128 tokens, 64 MiB: 64.6 s, 1.25 GiB peak; 512 MiB:
 # 76.0 s, 1.72 GiB.  On a GPU the default is 80% of its free memory instead (big batches pay there).
 DEFAULT_MEMORY_BUDGET = 64 << 20
+# Share of a GPU's free memory the chunks may fill: the rest is left to torch's caching allocator and
+# the kernels' split-K workspace (the planner, pylin/planner.py, reserves the same margin).
+GPU_MEMORY_FRACTION = 0.8
+# Rows (positions × tangents) × d_ff above which the engine's own torch work runs multi-threaded: below,
+# its OpenMP workers spin against the kernels' threads between short kernel calls (kernels.kernel_threads).
+# 2^23: the J_n of Gemma 3 270M (d_ff 2048, ~4k rows per pass) stays single-threaded (7.4 s → 0.6 s
+# measured when it was), a full Jacobian at 128 tokens (~32k rows) threads (~25% of its time is torch's).
+TORCH_THREADS_MIN_WORK = 1 << 23
+# Output rows per VJP chunk when assembling J: enough rows to keep the kernels compute-bound (they are from
+# ~500 rows of positions × vectors on), few enough that one chunk's cotangents stay cache-sized.
+JACOBIAN_MAX_ROWS = 256
 
 
 @dataclass(frozen=True)
@@ -243,7 +254,7 @@ class Linearization:
         budget = self.memory_budget
         if self.x.is_cuda:
             free, _ = torch.cuda.mem_get_info(self.x.device)
-            usable = max(1, int(free * 0.8))
+            usable = max(1, int(free * GPU_MEMORY_FRACTION))
             budget = usable if budget is None else min(budget, usable)
         elif budget is None:
             budget = DEFAULT_MEMORY_BUDGET
@@ -256,7 +267,7 @@ class Linearization:
         Small passes run torch single-threaded: its OpenMP workers would spin against the kernels'
         threads between every short kernel call.  Large passes have enough torch work (measured:
         ~25% of a Gemma 3 270M full Jacobian) for threads to pay off."""
-        return kernels.num_threads() if rows * self.model.config.d_ff >= 1 << 23 else 1
+        return kernels.num_threads() if rows * self.model.config.d_ff >= TORCH_THREADS_MIN_WORK else 1
 
     # ---- the linear map ----------------------------------------------------------------------------
 
@@ -328,10 +339,10 @@ class Linearization:
         start = 0 if sel is None else min(sel)
         n_rows = self.n_tokens if sel is None else len(sel)
         J = torch.empty(self.d_out, n_rows, self.d_in, dtype=self.dtype, device=self.x.device)
-        step = max(1, min(self._chunk(self.n_tokens - start), 256))
+        step = max(1, min(self._chunk(self.n_tokens - start), JACOBIAN_MAX_ROWS))
         chunks = range(0, self.d_out, step)
         if progress is None:
-            progress = len(chunks) > 8
+            progress = len(chunks) > 8  # a bar only when J takes more than a few seconds
         if progress:
             from tqdm.auto import tqdm
 

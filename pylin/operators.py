@@ -21,6 +21,11 @@ from .indices import indices, is_integer
 
 Token = int | Sequence[int] | Literal["all", "concat"]
 
+# A column that keeps less than this many ulps (× √m) of its norm after projection is numerically in the
+# span already (rounding noise): it is replaced by a fresh random direction.  Gram-Schmidt twice leaves
+# ~√m·eps of a dependent column; 64 gives a wide margin without discarding real directions.
+WEAK_COLUMN_EPS = 64
+
 __all__ = [
     "Stacked", "Token", "concat_operator", "dense_operator", "device_of", "form_blocks", "orthonormalize",
     "resolve_tokens", "token_operator",
@@ -133,7 +138,7 @@ def orthonormalize(Y: torch.Tensor, against: torch.Tensor | None, gen: torch.Gen
         if against is not None:
             Y = Y - against @ (against.mT @ Y)
     eps = torch.finfo(Y.dtype).eps
-    weak = torch.linalg.vector_norm(Y, dim=1) < 64 * eps * norms0 * math.sqrt(Y.shape[1])
+    weak = torch.linalg.vector_norm(Y, dim=1) < WEAK_COLUMN_EPS * eps * norms0 * math.sqrt(Y.shape[1])
     if bool(weak.any()):
         R = torch.randn(Y.shape, generator=gen, dtype=torch.float64).to(Y)
         Y = torch.where(weak.unsqueeze(1), R, Y)

@@ -38,8 +38,13 @@ def dequantized_weights(model: Any, dtype: torch.dtype | None = None) -> Any:
     return cache[dtype]
 
 
+# Embedding tables up to this many values are dequantized whole with the layers (16 MiB in float32: every
+# tiny test model); bigger ones (Gemma's 262k × 640) stay quantized, only the prompt's rows are read.
+SMALL_TABLE_VALUES = 1 << 22
+
+
 def _small(table: Any) -> bool:
-    return table.shape[0] * table.shape[1] <= 1 << 22
+    return table.shape[0] * table.shape[1] <= SMALL_TABLE_VALUES
 
 
 def _layers_dequantized(full: Any, dtype: torch.dtype) -> Any:

@@ -39,6 +39,9 @@ __all__ = ["analyze", "parse_tokens", "write_html"]
 # The nonlinear Jacobian costs d_out backward passes of the full model through autograd on dequantized
 # float weights: offered automatically only when that stays cheap (d·n·parameters under this many MACs).
 NONLINEAR_AUTO_LIMIT = 1e11
+# Singular triplets per (layer, component) in the layer table: the emergence figure shows three decoded
+# vectors; one more keeps the third's σ gap visible.  Each extra triplet costs a wider Krylov block.
+LAYER_TABLE_K = 4
 
 
 def parse_tokens(spec: str | int | list[int], n_tokens: int) -> int | str | list[int]:
@@ -131,7 +134,7 @@ def analyze(
             lin,
             layers=layer_list,
             components=components,
-            k=min(4, k),
+            k=min(LAYER_TABLE_K, k),
             seed=seed,
             progress=progress,
         )

@@ -226,9 +226,27 @@ def _exact(
     return torch.linalg.svd(M[0] if concat else M, full_matrices=False)
 
 
-# Passes (JVP + VJP pairs) block Krylov typically needs on real models before the top-8 settle to 1e-4.
-_TYPICAL_PASSES = 8
-_EXACT_MAX_BYTES = 1 << 30
+# Passes (JVP + VJP pairs) block Krylov needs on real models before the top-8 settle to TOL: 6-10 on
+# Gemma 3 270M (docs/notes-analysis.md); the cost model of method="auto" assumes this many.
+TYPICAL_PASSES = 8
+# Formed blocks beyond this size are never chosen by method="auto" (they would dominate memory).
+FORMED_MAX_BYTES = 1 << 30
+# Block Krylov stops once the top-k Ritz values move by less than this (relative) in a pass: on Gemma 3
+# 270M the top-8 are then within ~1e-6 of exact (the float32 floor); 1e-3 saved no passes at 32/128
+# tokens, and a residual-based stop saved none either (both measured, reverted).
+TOL = 1e-4
+# At most this many passes after the first: the slowest case measured (Gemma's flat spectra at 128
+# tokens, σ1/σ8 ≈ 1.5) converged in 10.
+MAX_ITERS = 12
+# Power iterations of method="randomized" (HMT 2011 recommend q = 1-2 for fast-decaying spectra; 4 gets
+# it to ~5e-3 on Gemma's flat ones, and it is kept only as a comparison).
+RANDOMIZED_POWER_ITERS = 4
+
+
+def default_oversample(k: int) -> int:
+    """Extra columns per block: at least 16 (a pass over quantized weights costs about the same for 8 or 32
+    vectors, decoding dominates, and a wider block converges in fewer passes), and at least k."""
+    return max(16, k)
 
 
 def _exact_is_cheaper(op: Any, tokens: list[int], concat: bool, width: int) -> bool:
@@ -240,10 +258,10 @@ def _exact_is_cheaper(op: Any, tokens: list[int], concat: bool, width: int) -> b
     first = 0 if concat else min(tokens)
     exact_rows = op.d_out * (n - first)
     spans = n if concat else sum(n - j for j in tokens)
-    iterative_rows = 2 * _TYPICAL_PASSES * width * spans
+    iterative_rows = 2 * TYPICAL_PASSES * width * spans
     itemsize = torch.finfo(op.dtype).bits // 8
     blocks = n if concat else len(tokens)
-    fits = op.d_out * blocks * op.d_in * itemsize <= _EXACT_MAX_BYTES
+    fits = op.d_out * blocks * op.d_in * itemsize <= FORMED_MAX_BYTES
     return fits and exact_rows <= iterative_rows
 
 
@@ -256,8 +274,8 @@ def svd(
     oversample: int | None = None,
     power_iters: int | None = None,
     seed: int = 0,
-    tol: float = 1e-4,
-    max_iters: int = 12,
+    tol: float = TOL,
+    max_iters: int = MAX_ITERS,
     progress: bool = False,
 ) -> SVDResult:
     """Top-k singular triplets of the Jacobian block(s) of `op` (see the module docstring).
@@ -268,7 +286,7 @@ def svd(
     short prompt — and they fit in 1 GiB: then block Krylov runs on the formed blocks, reported as
     method "formed"; else "krylov"), "krylov", "randomized" or "exact" (full SVD of the formed blocks).
     tol: "krylov" stops once the top-k Ritz values change by less than tol (relative) in a pass.
-    oversample: extra columns per block (default max(16, k)).
+    oversample: extra columns per block (default `default_oversample(k)`).
     power_iters: passes after the first (default: "krylov" iterates to `tol`, "randomized" uses 4).
     seed: the Gaussian start block's seed.  progress: a tqdm bar over per-token passes.
     """
@@ -290,7 +308,7 @@ def svd(
     y = getattr(op, "output", None)
     y = y.reshape(-1) if isinstance(y, torch.Tensor) else None
 
-    l = min(k + (max(16, k) if oversample is None else oversample), rank_cap)
+    l = min(k + (default_oversample(k) if oversample is None else oversample), rank_cap)
     formed = method == "auto" and _exact_is_cheaper(op, tokens, concat, l)
     method = "krylov" if method == "auto" else method
     if method == "exact":
@@ -310,7 +328,7 @@ def svd(
     gen = torch.Generator().manual_seed(seed)
     Om = torch.randn(op.d_out, l, generator=gen, dtype=torch.float64).to(dtype=op.dtype, device=device_of(op))
     if method == "randomized":
-        out = _randomized(A, k, 4 if power_iters is None else power_iters, Om, gen)
+        out = _randomized(A, k, RANDOMIZED_POWER_ITERS if power_iters is None else power_iters, Om, gen)
     else:
         out = _krylov(A, k, l, power_iters, max_iters, tol, Om, gen)
     U, S, Vh, iters, n_jvp, n_vjp, converged = out
