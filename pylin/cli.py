@@ -5,6 +5,7 @@
     pylin steer [MODEL] --concept "The Golden" --prompt "I'm going to arizona to see the" --layer 6
                 --strength 1.0 --max-new-tokens 20
     pylin info MODEL [--tokens 8,32,128]
+    pylin batch [MODEL …] --prompts FILE --out DIR [analyze's options] [--engine local|ray]  (pylin/batch/)
 
 MODEL defaults to pylin.default_model_path() (the Gemma 3 270M demo package).  Every bad argument ends in
 ONE line `pylin: error: …` on stderr and exit status 2 (argparse's convention), whether argparse or
@@ -65,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="pylin", description="Decoder LLMs as exactly equivalent linear systems (detached Jacobians)."
     )
     sub = p.add_subparsers(
-        dest="command", required=True, parser_class=_Parser, metavar="{analyze,steer,info}"
+        dest="command", required=True, parser_class=_Parser, metavar="{analyze,steer,info,batch}"
     )
     common = _Parser(add_help=False)
     common.add_argument(
@@ -106,6 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                    help="cuda: plan GPU memory (weights, frozen state, batch that fits)")  # fmt: skip
     i.add_argument("--gpu-memory", default="80GiB", help="GPU memory to plan for with --device cuda")
+
+    from .batch.command import add_parser as add_batch_parser
+
+    add_batch_parser(sub)  # `pylin batch`: pylin/batch/command.py
     return p
 
 
@@ -278,7 +283,9 @@ def _memory(path: Path, n: int, args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    commands = {"analyze": _analyze, "steer": _steer, "info": _info}
+    from .batch.command import main as _batch
+
+    commands = {"analyze": _analyze, "steer": _steer, "info": _info, "batch": _batch}
     try:
         return commands[args.command](args)
     except (UsageError, ValueError, FileNotFoundError, ImportError) as e:

@@ -105,8 +105,13 @@ def analyze(
     components: tuple[str, ...] = ("resid", "attn", "mlp"),
     seed: int = 0,
     progress: bool = True,
+    keep: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Run every analysis of one prompt; write report.json, figures and report.html into `out` if given."""
+    """Run every analysis of one prompt; write report.json, figures and report.html into `out` if given.
+
+    keep: a dict to receive the objects behind the numbers, "linearization" and "svd" (pylin.batch
+    stores U, S, Vh and, if asked, J from them).
+    """
     if nonlinear not in ("auto", "on", "off"):
         raise ValueError(f"nonlinear must be 'auto', 'on' or 'off', got {nonlinear!r}")
     layer_list = parse_layers(layers, model.n_layers)
@@ -122,6 +127,8 @@ def analyze(
     steps.step("reconstruction")
     res = svd(lin, k=min(k, lin.d_out), token=token_arg, method=method, seed=seed, progress=progress)
     steps.step("svd")
+    if keep is not None:
+        keep.update(linearization=lin, svd=res)
     decoded = res.decode(lin, top=top)
     steps.step("decode")
     sr_token = res.token if res.token != "concat" else "concat"
