@@ -124,7 +124,8 @@ def ray_rows(
             fn_constructor_kwargs={"spec": spec, "settings": settings, "out": str(out), "threads": threads},
             batch_size=1,
             batch_format="numpy",
-            concurrency=workers,
+            # a fixed pool; one task at a time per actor, so a killed actor holds one row
+            compute=ray.data.ActorPoolStrategy(size=workers, max_tasks_in_flight_per_actor=1),
             num_cpus=threads,
             num_gpus=1 if gpu else None,
         )
