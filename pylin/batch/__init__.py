@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..indices import integer
 from .prompts import Prompt, PromptFileError, as_prompts, read_prompts
 from .settings import ModelSpec, Settings, SteerSettings, row_key
 
@@ -119,6 +120,9 @@ def run(
         raise ValueError(f"engine must be 'local' or 'ray', got {engine!r}")
     if engine == "local" and (workers not in (None, 1) or address is not None):
         raise ValueError("workers / address are options of engine='ray'; the local engine is one process")
+    for name, value in (("workers", workers), ("threads", threads)):
+        if value is not None:
+            integer(value, name, low=1)
     settings = Settings(
         k=k,
         tokens=tokens,

@@ -107,10 +107,12 @@ def ray_rows(
 ) -> Iterator[dict[str, Any]]:
     """Rows of `todo` ((prompt, key) pairs) as the actors finish them, in no particular order."""
     ray = _import_ray()
+    out = Path(out).resolve()  # the actors write arrays/ there: not relative to their working directory
     started = _connect(ray, address)
+    context = ray.data.DataContext.get_current()
+    shown = context.enable_progress_bars, context.print_on_execution_start
     try:
         workers, threads = plan_workers(ray.cluster_resources(), settings.device, workers, threads)
-        context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False  # the batch driver shows its own bar
         context.print_on_execution_start = False
         items = [
@@ -133,5 +135,6 @@ def ray_rows(
             for text in batch["row"]:
                 yield json.loads(str(text))
     finally:
+        context.enable_progress_bars, context.print_on_execution_start = shown
         if started:
             ray.shutdown()
