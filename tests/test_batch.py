@@ -282,6 +282,21 @@ def test_rerun_skips_done_rows(base: pylin.batch.BatchResult, models: list[Path]
     assert other.computed == 7 and other.rows == 21  # other settings: other rows
 
 
+def test_model_identity(models: list[Path], tmp_path: Path) -> None:
+    """stat: a touched file is another model; hash: the same bytes elsewhere are the same model."""
+    copy = tmp_path / "elsewhere" / models[0].name
+    copy.parent.mkdir()
+    shutil.copy2(models[0], copy)
+    kw = dict(report=False, progress=False, **TINY_SETTINGS)
+    first = pylin.batch.run(models[0], ["the cat"], out=tmp_path / "h", identity="hash", **kw)
+    moved = pylin.batch.run(copy, ["the cat"], out=tmp_path / "h", identity="hash", **kw)
+    assert (first.computed, moved.computed, moved.skipped) == (1, 0, 1)
+    assert pylin.batch.run(copy, ["the cat"], out=tmp_path / "s", **kw).computed == 1
+    assert pylin.batch.run(copy, ["the cat"], out=tmp_path / "s", **kw).computed == 0
+    os.utime(copy, ns=(time.time_ns(), time.time_ns() + 10**9))
+    assert pylin.batch.run(copy, ["the cat"], out=tmp_path / "s", **kw).computed == 1
+
+
 def test_resume_after_kill(models: list[Path], tmp_path: Path) -> None:
     """SIGKILL between shards: results.parquet stays readable, the rerun computes only the missing rows."""
     prompts = write_jsonl(
