@@ -20,17 +20,28 @@ constexpr int WARP = 32;
 constexpr int SMALL_M = 16;  // M at or below this takes the small-M (memory-bound) kernels
 
 // Copy bytes [src, src + n) into `dst` (16-byte aligned shared memory) with aligned 16-byte loads;
-// returns where src landed inside dst.  The loads cover the aligned 16-byte granules around the
-// range, so up to 15 bytes before and after it are read too: a granule that holds a byte of an
-// allocation lies inside that allocation's (at least 256-byte aligned) mapping, so this never
-// faults, and those bytes are never decoded.  `dst` needs n + 32 bytes.
+// returns where src landed inside dst.  The copy covers the aligned 16-byte granules around the
+// range; the (at most two) granules that the range's ends cut are copied byte by byte, only their
+// bytes inside the range, so nothing outside [src, src + n) is read: the end of a tensor need not
+// be 16-byte aligned (compute-sanitizer's memcheck would flag such a read even where the hardware
+// would not fault).  The bytes of dst outside the range stay unset and are never decoded.  `dst`
+// needs n + 32 bytes.
 __device__ __forceinline__ int stage_row(const uint8_t* src, int64_t n, uint8_t* dst, int lane) {
-    const uintptr_t a = (uintptr_t)src;
+    const uintptr_t a = (uintptr_t)src, e = a + n;
     const uintptr_t a0 = a & ~(uintptr_t)15;
-    const int n16 = (int)((a + n + 15 - a0) >> 4);
+    const int n16 = (int)((e + 15 - a0) >> 4);
     const uint4* s = (const uint4*)a0;
     uint4* d = (uint4*)dst;
-    for (int i = lane; i < n16; i += WARP) d[i] = __ldg(s + i);
+    for (int i = lane; i < n16; i += WARP) {
+        const uintptr_t g = a0 + 16 * (uintptr_t)i;
+        if (g >= a && g + 16 <= e) {
+            d[i] = __ldg(s + i);
+        } else {
+            uint8_t* db = (uint8_t*)(d + i);
+            for (int b = 0; b < 16; ++b)
+                if (g + b >= a && g + b < e) db[b] = __ldg((const uint8_t*)(g + b));
+        }
+    }
     return (int)(a - a0);
 }
 
