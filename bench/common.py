@@ -110,16 +110,22 @@ def machine_info(threads: int) -> dict[str, Any]:
 
 
 def write_results(
-    name: str, rows: list[dict[str, Any]], threads: int, extra: dict[str, Any] | None = None, tag: str = ""
+    name: str,
+    rows: list[dict[str, Any]],
+    threads: int,
+    extra: dict[str, Any] | None = None,
+    tag: str = "",
+    directory: Path | None = None,
 ) -> Path:
-    """Write {meta, rows} to bench/results/<name>-<date>[-<tag>].json and return the path."""
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    """Write {meta, rows} to <directory or bench/results>/<name>-<date>[-<tag>].json; return the path."""
+    directory = RESULTS_DIR if directory is None else Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
     now = _dt.datetime.now()
     meta = {"benchmark": name, "date": now.isoformat(timespec="seconds"), "commit": commit_hash()}
     meta.update(machine_info(threads))
     meta["peak_rss_mb"] = round(peak_rss_mb(), 1)
     meta.update(extra or {})
-    path = RESULTS_DIR / f"{name}-{now:%Y-%m-%d}{'-' + tag if tag else ''}.json"
+    path = directory / f"{name}-{now:%Y-%m-%d}{'-' + tag if tag else ''}.json"
     path.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
     return path
 

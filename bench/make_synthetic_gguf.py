@@ -179,7 +179,9 @@ def file_size(model: str, qtype: str, n_layers: int | None = None) -> int:
 def write(
     model: str, qtype: str, path: Path, n_layers: int | None = None, seed: int = 0, workers: int = 1
 ) -> Path:
+    """Write the file (into `path`.partial, renamed when complete: a file at `path` is whole)."""
     shape, n_layers, tensors = plan(model, qtype, n_layers)
+    final, path = Path(path), Path(str(path) + ".partial")
     writer = gguf.GGUFWriter(str(path), "llama")
     writer.add_name(f"synthetic {model} {qtype}")
     writer.add_context_length(shape.context)
@@ -214,7 +216,8 @@ def write(
     else:
         with ProcessPoolExecutor(workers) as pool:
             list(pool.map(functools.partial(_write_chunk, str(path)), jobs, chunksize=4))
-    return path
+    path.replace(final)
+    return final
 
 
 @dataclass(frozen=True)

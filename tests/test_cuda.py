@@ -32,6 +32,7 @@ from reference import (
     random_blocks,
     rel_frobenius,
 )
+from tiny_models import FAMILIES as TINY_FAMILIES
 
 import pylin
 from pylin import cuda, kernels
@@ -431,12 +432,18 @@ PROMPT = [2, 17, 5, 33, 8, 21, 11]
 ENGINE_TOL = {torch.float32: 1e-5, torch.float64: 1e-11}
 
 
-@pytest.fixture(scope="module", params=["llama", "gemma3"])
+@pytest.fixture(scope="module", params=TINY_FAMILIES)
 def tiny_gguf(request, tmp_path_factory):
     from tiny_models import make_tiny_hf, write_tiny_gguf
 
     folder = tmp_path_factory.mktemp(request.param)
-    _, hf = make_tiny_hf(request.param, folder)
+    # llama.cpp's qwen3 has no sliding-window layers (as in tests/test_models.py)
+    options = (
+        {"use_sliding_window": False, "layer_types": ["full_attention"] * 2}
+        if request.param == "qwen3"
+        else {}
+    )
+    _, hf = make_tiny_hf(request.param, folder, **options)
     path = folder / "tiny.gguf"
     write_tiny_gguf(hf, request.param, path, qtypes="Q8_0")
     return path
