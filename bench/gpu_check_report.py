@@ -33,7 +33,7 @@ NAME = re.compile(r"^[A-Za-z0-9._-]+$")
 def read_steps(work: Path) -> list[dict[str, Any]]:
     """steps.tsv: name, status, exit code, seconds, budget, note (one line per step)."""
     steps = []
-    path = work / "steps.tsv"
+    path = work / "logs" / "steps.tsv"
     for line in path.read_text().splitlines() if path.exists() else []:
         name, status, rc, seconds, budget, note = (line.split("\t") + [""] * 6)[:6]
         steps.append({"step": name, "status": status, "rc": int(rc or 0), "seconds": int(seconds or 0),
