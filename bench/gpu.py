@@ -65,15 +65,11 @@ CONTENDER_SECONDS = 0.3  # stop repeating a contender after this much timed work
 def card_info(device: str) -> dict[str, Any]:
     props, build = torch.cuda.get_device_properties(device), pylin.build_info()
     driver = None
-    if shutil.which("nvidia-smi"):
-        query = [
-            "nvidia-smi",
-            "--query-gpu=driver_version",
-            "--format=csv,noheader",
-            f"--id={props.pci_bus_id}",
-        ]
-        run = subprocess.run(query, capture_output=True, text=True, timeout=30)
-        driver = run.stdout.strip() or None
+    try:  # the driver version only nvidia-smi tells (a single-GPU machine: its first line)
+        query = ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"]
+        driver = subprocess.run(query, capture_output=True, text=True, timeout=30).stdout.split()[0]
+    except (OSError, IndexError, subprocess.SubprocessError):
+        pass
     return {"gpu": props.name, "gpu_memory_gib": round(props.total_memory / 2**30, 1),
             "sm_count": props.multi_processor_count, "capability": f"sm_{props.major}{props.minor}",
             "l2_mib": round(getattr(props, "L2_cache_size", 0) / 2**20, 1), "driver": driver,

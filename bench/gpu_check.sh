@@ -167,7 +167,7 @@ if [[ $PART == main ]]; then
     skip memcheck "compute-sanitizer not found"
   else  # uncached allocations: an access past a tensor's end falls outside its cudaMalloc block
     subset="wide_vjp or unaligned or (dequantize_bit_exact and (Q4_K or Q2_K or Q3_K or Q5_K or Q6_K or Q4_0 or Q5_1 \
-      or F32)) or (float32_matches and (Q4_K or Q4_0 or Q6_K or F16)) or (float64_matches and (Q4_K or F32)) \
+      or F32)) or (float32_matches and Q4_K) or (float64_matches and (Q4_K or F32)) \
       or (tiled_kernels and (Q4_K or Q8_0)) or out_batched"
     [[ $SANITIZER == env ]] && tool="" || tool="--tool memcheck --leak-check no --print-limit 50 --error-exitcode 86"
     run_step memcheck 75 "PYTORCH_NO_CUDA_MEMORY_CACHING=1 $SANITIZER $tool $PY -m pytest -q -p no:cacheprovider \

@@ -35,7 +35,7 @@ TINY_MODEL = make_synthetic_gguf.Shape(256, 2, 4, 2, 512, 300)
 class _Props:
     name = "rehearsal (CPU stand-ins)"
     total_memory, multi_processor_count, major, minor = 1 << 30, 1, 0, 0
-    L2_cache_size, pci_bus_id = 1 << 20, "none"
+    L2_cache_size = 1 << 20
 
 
 class _Event:
