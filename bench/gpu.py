@@ -18,9 +18,9 @@
    upload, linearize (--tokens), reconstruction error, a 64-vector JVP and VJP batch (with their
    adjointness), top-8 SVD and the full Jacobian block of the last token.  Anchor: the paper's 70B
    4-bit full Jacobian of a 2-token prompt took ~10 minutes on an A100-40GB.
-Writes <--out-dir or bench/results>/gpu-<date>-<card>[-tag].json (card, driver, CUDA version, the
-measured bandwidth), rewritten after every row so a run stopped early keeps what it measured; with
---smoke only when --out-dir is given.  Used by bench/gpu_check.sh; docs/cuda.md says how to run it.
+Writes <--out-dir or bench/results>/gpu-<date>-<commit>-<card>[-tag].json (card, driver, CUDA version,
+the measured bandwidth), rewritten after every row so a run stopped early keeps what it measured; with
+--smoke only when --json is given.  Used by bench/gpu_check.sh; docs/cuda.md says how to run it.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ (not the repo root: pylin is installed)
-from common import print_table, write_results  # noqa: E402
+from common import add_output_args, print_table, write_results, writes_results  # noqa: E402
 
 import pylin  # noqa: E402
 from pylin import cuda, kernels  # noqa: E402
@@ -74,8 +74,7 @@ def card_info(device: str) -> dict[str, Any]:
             "sm_count": props.multi_processor_count, "capability": f"sm_{props.major}{props.minor}",
             "l2_mib": round(getattr(props, "L2_cache_size", 0) / 2**20, 1), "driver": driver,
             "torch": torch.__version__, "cuda_runtime": torch.version.cuda,
-            "pylin_cuda": build["cuda"], "pylin_cuda_version": build["cuda_version"],
-            "commit": os.environ.get("PYLIN_COMMIT") or None}  # fmt: skip
+            "pylin_cuda": build["cuda"], "pylin_cuda_version": build["cuda_version"]}  # fmt: skip
 
 
 def card_slug(name: str) -> str:
@@ -332,8 +331,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--write", action="store_true", help="write the --e2e file if it is missing")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes writing it")
     parser.add_argument("--out-dir", default=None, help="results folder (default bench/results)")
-    parser.add_argument("--tag", default="")
-    parser.add_argument("--smoke", action="store_true", help="one small shape, seconds; no GPU: exit 0")
+    add_output_args(parser)  # --smoke (one small shape; without a GPU: exit 0 with the reason), --json, --tag
     return parser.parse_args()
 
 
@@ -357,7 +355,7 @@ def main() -> None:
           f"CUDA {card['cuda_runtime']}): device copy {card['copy_GBps']:.0f} GB/s", flush=True)  # fmt: skip
     tag = "-".join(t for t in (card_slug(card["gpu"]), args.tag) if t)
     out_dir = Path(args.out_dir) if args.out_dir else None
-    results = Results(card, tag, out_dir, write=not args.smoke or out_dir is not None)
+    results = Results(card, tag, out_dir, write=writes_results(args))
     if not args.skip_kernels:
         bench_kernels(args, device, results)
     if args.e2e:

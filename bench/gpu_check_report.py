@@ -2,14 +2,16 @@
 
     python bench/gpu_check_report.py summarize --work DIR --out DIR [--part main|70b] [--rehearse]
     python bench/gpu_check_report.py verify --out DIR
+    python bench/gpu_check_report.py --smoke     # both on a made-up run in a temporary folder
 
 summarize reads the run's working folder (steps.tsv from the script's step runner, the pytest JUnit
 XML, the sanitizer log, bench/gpu.py's result files) and writes into --out:
   summary.txt               steps with status and seconds, test and sanitizer counts, the headline
                             numbers against issue 15's goals, and a README GPU row to paste
   gpu-check.json            the same, machine-readable
-  gpu-<date>-<card>.json    bench/gpu.py's rows merged (kernels, 8B end to end), in bench/results'
-                            format: copy it there as it is (the 70B command: ...-<card>-70b.json)
+  gpu-<date>-<commit>-<card>.json   bench/gpu.py's rows merged (kernels, 8B end to end), in
+                            bench/results' format and naming: copy it there as it is (the 70B
+                            command: ...-<card>-70b.json)
 verify checks what the device tool hands back: at most 8 files, 16 MiB each, 64 MiB together, no more
 than 2 folders deep, names of letters, digits, '.', '_' and '-' (the device README's limits).
 Standard library only, so it runs even when the build failed.  Exercised by `gpu_check.sh --rehearse`.
@@ -142,12 +144,13 @@ def summarize(args: argparse.Namespace) -> int:
             r"[^a-z0-9]+", "-", str(merged["meta"].get("gpu", "gpu")).lower().replace("nvidia", "")
         ).strip("-")
     suffix = "" if args.part == "main" else f"-{args.part}"
+    commit = str(merged["meta"].get("commit", "unknown")).replace("+", "-") if merged else "unknown"
     head = headline(merged["rows"]) if merged else {}
     check = {"part": args.part, "rehearse": args.rehearse, "date": date, "steps": steps, "tests": tests,
              "sanitizer": sanitizer, "headline": head}  # fmt: skip
     if merged is not None:
         merged["meta"]["check"] = {k: check[k] for k in ("part", "steps", "tests", "sanitizer")}
-        (out / f"gpu-{date}-{card}{suffix}.json").write_text(json.dumps(merged, indent=1) + "\n")
+        (out / f"gpu-{date}-{commit}-{card}{suffix}.json").write_text(json.dumps(merged, indent=1) + "\n")
     (out / "gpu-check.json").write_text(json.dumps(check, indent=1) + "\n")
     lines = [f"gpu_check {args.part}{' (rehearsal)' if args.rehearse else ''} {date}", ""]
     lines += [
@@ -197,7 +200,24 @@ def verify(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
+def smoke() -> int:
+    """summarize and verify on a made-up run (two steps, no tests, no results) in a temporary folder."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        work, out = Path(tmp) / "work", Path(tmp) / "out"
+        (work / "logs").mkdir(parents=True)
+        (work / "logs" / "steps.tsv").write_text("env\tok\t0\t1\t30\tnote\nbuild\tskipped\t0\t0\t0\tsmoke\n")
+        out.mkdir()
+        (out / "logs.tar.gz").write_bytes(b"")
+        if summarize(argparse.Namespace(work=work, out=out, part="main", rehearse=True)) != 0:
+            return 1
+        return verify(argparse.Namespace(out=out, expect=["summary.txt", "gpu-check.json", "logs.tar.gz"]))
+
+
 def main() -> int:
+    if sys.argv[1:] == ["--smoke"]:  # bench/ scripts' shared flag (.ci/run runs every one with it)
+        return smoke()
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

@@ -263,18 +263,37 @@ def _write_chunk(path: str, c: Chunk) -> None:
         os.close(fd)
 
 
+def smoke() -> None:
+    """The same writer (parallel, Q4_K_M) on a tiny llama shape; the header read back by gguf-py."""
+    import tempfile
+
+    MODELS["tiny"] = Shape(256, 2, 4, 2, 512, 300, llama3_rope=_LLAMA31_ROPE)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = write("tiny", "Q4_K_M", Path(tmp) / "tiny.gguf", workers=2)
+        reader = gguf.GGUFReader(path)
+        expected = plan("tiny", "Q4_K_M")[2]
+        if [t.name for t in reader.tensors] != [t.name for t in expected]:
+            raise SystemExit("smoke: the tensors read back differ from the ones written")
+        print(f"smoke: wrote and read back {len(expected)} tensors ({path.stat().st_size} bytes)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("model", choices=sorted(MODELS))
-    parser.add_argument("qtype", choices=BLOCK_TYPES + MIXES)
-    parser.add_argument("path", type=Path)
+    parser.add_argument("model", nargs="?", choices=sorted(MODELS))
+    parser.add_argument("qtype", nargs="?", choices=BLOCK_TYPES + MIXES)
+    parser.add_argument("path", nargs="?", type=Path)
     parser.add_argument("--layers", type=int, default=None, help="write only this many layers")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=1, help="processes generating and writing chunks")
     parser.add_argument("--size", action="store_true", help="print the bytes it would write, write nothing")
+    parser.add_argument("--smoke", action="store_true", help="a tiny Q4_K_M file, read back, deleted")
     args = parser.parse_args()
+    if args.smoke:
+        return smoke()
+    if args.path is None:
+        parser.error("model, qtype and path are needed (or --smoke)")
     if args.size:
         print(file_size(args.model, args.qtype, args.layers))
         return
