@@ -1,6 +1,7 @@
 """Benchmark: `pylin batch` throughput on Gemma 3 270M — the local engine against Ray with 2 workers.
 
-    python bench/batch.py [--prompts 8] [--tokens-per-prompt 16] [--tag NAME] [--smoke [--write]]
+    python bench/batch.py [--prompts 8] [--tokens-per-prompt 16] [--tag NAME]
+    python bench/batch.py --smoke        # 2 prompts of 8 tokens, k = 2, no layer table; no results file
 
 Prompts of exactly 16 tokens (BOS included) are analysed with the settings of a corpus question about
 the prediction (k = 8 of the last token's block, the layer table on 6 layers, no nonlinear Jacobian:
@@ -14,8 +15,8 @@ start-up included, the cluster's own start-up reported apart), the steady rate w
 seconds per row, Ray's overhead as wall time / (Σ row seconds / workers) and as its throughput against
 2 × local-1t (the like-with-like ideal), and the peak resident memory per worker (it counts the
 memory-mapped GGUF pages, which the workers of one machine share).
-Writes bench/results/batch-<date>[-tag].json; `--smoke` runs 2 short prompts in seconds and writes
-nothing unless `--write`.  Imports the installed pylin (`pip install -e .`), not the source tree.
+Writes bench/results/batch-<date>-<commit>[-<tag>].json (with --smoke only if --json).  Imports the
+installed pylin (bench/ is on sys.path, never the repository root).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import tempfile
 import time
 from typing import Any
 
-from common import print_table, write_results  # bench/common.py: this script's folder is on sys.path
+from common import add_output_args, print_table, write_results, writes_results
 
 WORDS = (
     "the bridge out of marin is the golden gate and the city across the bay is san francisco where fog "
@@ -101,9 +102,7 @@ def main() -> None:
     p.add_argument("--tokens-per-prompt", type=int, default=16)
     p.add_argument("--k", type=int, default=8)
     p.add_argument("--layers", default="auto")
-    p.add_argument("--tag", default="")
-    p.add_argument("--smoke", action="store_true", help="2 prompts of 8 tokens, k = 2, no layers: seconds")
-    p.add_argument("--write", action="store_true", help="with --smoke: write the results file anyway")
+    add_output_args(p)
     args = p.parse_args()
     if args.smoke:
         args.prompts, args.tokens_per_prompt, args.k, args.layers = 2, 8, 2, "none"
@@ -125,10 +124,14 @@ def main() -> None:
     cluster_start = time.perf_counter() - t0
     remote = measure("ray-2x1t", prompts, settings, 2, engine="ray", workers=2, threads=1)
     ray.shutdown()
-    after = [
-        measure("local-2t", prompts, settings, 1, threads=2),
-        measure("local-1t", prompts, settings, 1, threads=1),
-    ]
+    after = (
+        before
+        if args.smoke
+        else [  # --smoke: the same code path, once
+            measure("local-2t", prompts, settings, 1, threads=2),
+            measure("local-1t", prompts, settings, 1, threads=1),
+        ]
+    )
     rows = [mean_rows(before[0], after[0]), mean_rows(before[1], after[1]), remote]
     base = rows[0]["prompts_per_hour"]
     for r in rows:
@@ -157,7 +160,7 @@ def main() -> None:
             ("peak_rss_mib_per_worker", "MiB/worker", ".0f"),
         ],
     )
-    if args.smoke and not args.write:
+    if not writes_results(args):
         return
     extra = {
         "model": "gemma-3-270m Q4_K_M",
