@@ -2,13 +2,21 @@
 
     python bench/make_synthetic_gguf.py llama-3-8b Q4_0 /tmp/llama-3-8b-q4_0.gguf
     python bench/make_synthetic_gguf.py llama-3.3-70b Q4_K /data/l70.gguf      # ~40 GB
-    python bench/make_synthetic_gguf.py llama-3-8b Q4_K out.gguf --layers 2     # a short stack
+    python bench/make_synthetic_gguf.py llama-3-8b IQ4_XS_MIX out.gguf          # llama.cpp's IQ4_XS mix
+    python bench/make_synthetic_gguf.py llama-3.3-70b IQ3_M_MIX l70.gguf --sparse   # header + holes
 
-Random *blocks* are generated directly (random quant bytes, fp16 scales of random sign chosen so the
-weights have mean 0 and a standard deviation of about 0.02), so writing runs at disk speed and never
-holds more than one chunk of rows in memory.  Norms are ones (F32); llama3 rope scaling is written
-as llama.cpp's `rope_freqs` tensor.
-Used by bench/forward.py and bench/jacobian.py; the shapes are checked by loading with pylin.
+The second argument is one format for every 2-D weight (Q4_0, IQ2_XS, MXFP4, ...) or, with the suffix
+_MIX, a llama.cpp file type (Q4_K_M_MIX, IQ4_XS_MIX, IQ3_M_MIX, IQ2_XS_MIX, ...): each tensor then gets
+the type llama.cpp's quantizer gives it (pylin.mixes, from llama_tensor_get_type), so the file has the
+type mix and the size of a downloaded one (Llama-3.3-70B: Q4_K_M 42.5 GB, IQ4_XS 37.9, IQ3_M 31.9,
+IQ2_XS 21.1).  Random *blocks* are generated directly (pylin.synthetic: random bit fields, scales of
+random sign so the weights have mean 0 and a standard deviation of about 0.02), so writing runs at
+disk speed and never holds more than one chunk of rows in memory.  --sparse writes only the header
+and leaves the tensor data as holes (all-zero blocks, valid in every format): a 70B file of 40 GB
+that takes no disk, for `pylin info` and the planner.  Norms are ones (F32); llama3 rope scaling is
+written as llama.cpp's `rope_freqs` tensor.
+Used by bench/forward.py, bench/jacobian.py and bench/linearize_8b.py; the shapes are checked by
+loading with pylin (tests/test_gguf_new_types.py writes short stacks of every mix).
 """
 
 from __future__ import annotations
@@ -21,6 +29,8 @@ from pathlib import Path
 
 import gguf
 import numpy as np
+
+from pylin import mixes, synthetic
 
 
 @dataclass(frozen=True)
@@ -49,23 +59,20 @@ CHUNK_BYTES = 64 << 20
 
 def random_blocks(rng: np.random.Generator, n_blocks: int, qtype: str) -> np.ndarray:
     """n_blocks valid blocks of qtype as uint8 (n_blocks, block_bytes); weights ~ STD in scale."""
-    block, nbytes = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[qtype]]
-    blocks = np.frombuffer(rng.bytes(n_blocks * nbytes), dtype=np.uint8).reshape(n_blocks, nbytes).copy()
-    # a random sign per block centres every format's weights on zero (Q4_0's q − 8 has mean −½)
-    jitter = ((0.5 + rng.random(n_blocks)) * rng.choice([-1.0, 1.0], n_blocks)).astype(np.float32)
-    if qtype == "Q4_0":  # half d; 4-bit q: d·(q − 8), std(q − 8) ≈ 4.6
-        blocks[:, 0:2] = (jitter * STD / 4.6).astype(np.float16).view(np.uint8).reshape(-1, 2)
-    elif qtype == "Q8_0":  # half d; int8 q: std ≈ 74
-        blocks[:, 0:2] = (jitter * STD / 74).astype(np.float16).view(np.uint8).reshape(-1, 2)
-    elif qtype == "Q4_K":  # half d, dmin; d·sc·q − dmin·m with sc, m ~ U(0, 63), q ~ U(0, 15)
-        d = jitter * STD / 266
-        blocks[:, 0:2] = d.astype(np.float16).view(np.uint8).reshape(-1, 2)
-        blocks[:, 2:4] = (d * 7.5).astype(np.float16).view(np.uint8).reshape(-1, 2)  # same sign as d
-    elif qtype == "Q6_K":  # ..., int8 scales, half d last: d·sc·(q − 32)
-        blocks[:, -2:] = (jitter * STD / (74 * 18)).astype(np.float16).view(np.uint8).reshape(-1, 2)
-    else:
-        raise ValueError(f"random blocks for {qtype} are not implemented (use Q4_0, Q8_0, Q4_K, Q6_K)")
-    return blocks
+    return synthetic.random_blocks(qtype, n_blocks, STD, rng)
+
+
+FORMATS = [q for q in synthetic.FP16_SCALE_FIELDS]
+MIX_SUFFIX = "_MIX"
+
+
+def tensor_types(shape: Shape, n_layers: int, qtype: str) -> dict[str, str]:
+    """GGUF name -> type: one format for every 2-D weight, or a llama.cpp mix ("IQ3_M_MIX")."""
+    names = [name for name, _ in tensor_list(shape, n_layers)]
+    if qtype.endswith(MIX_SUFFIX):
+        counts = {"n_layers": n_layers, "n_heads": shape.n_heads, "n_kv_heads": shape.n_kv_heads}
+        return mixes.tensor_types(qtype[: -len(MIX_SUFFIX)], names, **counts)
+    return {name: ("F32" if len(dims) == 1 else qtype) for name, dims in tensor_list(shape, n_layers)}
 
 
 def tensor_list(shape: Shape, n_layers: int) -> list[tuple[str, tuple[int, int] | tuple[int]]]:
@@ -110,15 +117,19 @@ def rope_factors(shape: Shape) -> np.ndarray:
 
 
 def _nbytes(qtype: str, dims: tuple[int, ...]) -> int:
-    if len(dims) == 1:
-        return 4 * dims[0]
+    if len(dims) == 1 or qtype == "F32":
+        return 4 * int(np.prod(dims))
     block, nbytes = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[qtype]]
     return dims[0] * dims[1] // block * nbytes
 
 
-def write(model: str, qtype: str, path: Path, n_layers: int | None = None, seed: int = 0) -> Path:
+def write(
+    model: str, qtype: str, path: Path, n_layers: int | None = None, seed: int = 0, sparse: bool = False
+) -> Path:
+    """Write the file; qtype is a format or a mix name ending in _MIX (see the module docstring)."""
     shape = MODELS[model]
     n_layers = shape.n_layers if n_layers is None else n_layers
+    types = tensor_types(shape, n_layers, qtype)
     rng = np.random.default_rng(seed)
     writer = gguf.GGUFWriter(str(path), "llama")
     writer.add_name(f"synthetic {model} {qtype}")
@@ -133,28 +144,33 @@ def write(model: str, qtype: str, path: Path, n_layers: int | None = None, seed:
     writer.add_rope_dimension_count(shape.d_model // shape.n_heads)
     tensors = tensor_list(shape, n_layers)
     for name, dims in tensors:
-        raw = gguf.GGMLQuantizationType.F32 if len(dims) == 1 else gguf.GGMLQuantizationType[qtype]
+        raw = gguf.GGMLQuantizationType[types[name]]
         gguf_shape = (
             dims
-            if len(dims) == 1
+            if types[name] == "F32"
             else (dims[0], dims[1] // gguf.GGML_QUANT_SIZES[raw][0] * gguf.GGML_QUANT_SIZES[raw][1])
         )
-        writer.add_tensor_info(name, gguf_shape, np.dtype(np.float32 if len(dims) == 1 else np.uint8),
-                               _nbytes(qtype, dims), raw_dtype=raw)  # fmt: skip
+        writer.add_tensor_info(name, gguf_shape, np.dtype(np.float32 if types[name] == "F32" else np.uint8),
+                               _nbytes(types[name], dims), raw_dtype=raw)  # fmt: skip
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_ti_data_to_file()
     fout = writer.fout[0]
     writer.write_padding(fout, fout.tell())
     for name, dims in tensors:
-        _write_tensor(fout, rng, qtype, name, dims, shape)
-        writer.write_padding(fout, _nbytes(qtype, dims))
+        if sparse:  # a hole the size of the tensor: reads as zeros
+            fout.seek(_nbytes(types[name], dims), 1)
+        else:
+            _write_tensor(fout, rng, types[name], name, dims, shape)
+        writer.write_padding(fout, _nbytes(types[name], dims))
+    if sparse:
+        fout.truncate(fout.tell())  # the last hole needs the file's end
     writer.close()
     return path
 
 
 def _write_tensor(fout, rng, qtype: str, name: str, dims: tuple[int, ...], shape: Shape) -> None:
-    if len(dims) == 1:
+    if qtype == "F32":
         values = rope_factors(shape) if name == "rope_freqs.weight" else np.ones(dims, np.float32)
         values.tofile(fout)
         return
@@ -171,13 +187,16 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("model", choices=sorted(MODELS))
-    parser.add_argument("qtype", choices=["Q4_0", "Q4_K", "Q8_0", "Q6_K"])
+    parser.add_argument("qtype", choices=FORMATS + [m + MIX_SUFFIX for m in mixes.MIXES], metavar="QTYPE",
+                        help="a format for every weight, or a llama.cpp mix: " + ", ".join(mixes.MIXES)
+                        + " (with the suffix _MIX)")  # fmt: skip
     parser.add_argument("path", type=Path)
     parser.add_argument("--layers", type=int, default=None, help="write only this many layers")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--sparse", action="store_true", help="header only, tensor data left as holes")
     args = parser.parse_args()
     t0 = time.perf_counter()
-    write(args.model, args.qtype, args.path, args.layers, args.seed)
+    write(args.model, args.qtype, args.path, args.layers, args.seed, args.sparse)
     size = args.path.stat().st_size
     print(f"wrote {args.path} ({size / 2**30:.2f} GiB) in {time.perf_counter() - t0:.1f} s")
 

@@ -11,11 +11,11 @@ Covers csrc/common/*.h, csrc/cpu/decode_*simd.inc and csrc/cpu dequantize_rows.
 
 from __future__ import annotations
 
-import numpy as np
-import pytest
 import importlib.util
 from pathlib import Path
 
+import numpy as np
+import pytest
 from reference import (
     FLOAT_QTYPES,
     QTYPES,

@@ -135,7 +135,9 @@ def compare_with_ggml(path: Path) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--check", action="store_true", help="compare the committed header, write nothing")
     parser.add_argument("--against", type=Path, help="llama.cpp's ggml/src/ggml-common.h to compare with")
     args = parser.parse_args(argv)
