@@ -14,12 +14,14 @@ LM head's input space: "final", or a normed intermediate site).  Tests: tests/te
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from .decoding import Table, show_token, token_text
+from .linearization import reconstruction_error
+from .readout import show_token, token_text
+from .table import Table
 
 __all__ = ["Attribution", "attribute"]
 
@@ -34,7 +36,6 @@ class Attribution:
     logit_token: tuple[int, str] | None = None
     logit_contributions: torch.Tensor | None = None  # (n,)
     logit: float | None = None  # the model's logit for logit_token (compare with the contributions' sum)
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def norms(self) -> torch.Tensor:
@@ -97,7 +98,7 @@ def attribute(lin: Any, logit_token: int | None = None) -> Attribution:
     V[idx, idx] = lin.x.to(lin.dtype)
     terms = lin.jvp(V)  # (n, d_out): row j is J_j x*_j
     y = lin.output.reshape(-1)
-    err = float((terms.double().sum(0) - y.double()).norm() / y.double().norm().clamp_min(1e-300))
+    err = reconstruction_error(terms.sum(0), y, "attribution").rel_error
     strings = list(getattr(lin, "token_strings", [str(t) for t in lin.tokens]))
     att = Attribution(terms, y, list(lin.tokens), strings, err)
     site = getattr(lin, "output_site", None)

@@ -20,7 +20,8 @@ from typing import Any, Literal
 
 import torch
 
-from .svd import SVDResult, _concat_operator, _device, _orth, _resolve_tokens, _token_operator, svd
+from .operators import concat_operator, device_of, orthonormalize, resolve_tokens, token_operator
+from .svd import SVDResult, svd
 
 __all__ = ["StableRank", "frobenius_sq", "stable_rank"]
 
@@ -54,15 +55,15 @@ def frobenius_sq(
         raise ValueError(f"method must be 'hutch++', 'hutchinson' or 'exact', got {method!r}")
     if not isinstance(samples, int) or samples < 3:
         raise ValueError(f"samples must be an integer >= 3, got {samples!r}")
-    tokens, label = _resolve_tokens(op, token)
+    tokens, label = resolve_tokens(op, token)
     concat = label == "concat"
     if method == "exact":
         J = op.jacobian() if concat else op.jacobian(tokens=tokens)
         out = J.double().square().sum() if concat else J.double().square().sum(dim=(0, 2))
         return out if concat or not isinstance(label, int) else out[0]
-    A = _concat_operator(op) if concat else _token_operator(op, tokens, progress=False)
+    A = concat_operator(op) if concat else token_operator(op, tokens, progress=False)
     gen = torch.Generator().manual_seed(seed)
-    dev = _device(op)
+    dev = device_of(op)
     if method == "hutchinson":
         G = torch.randn(A.P, A.d_in, samples, generator=gen, dtype=torch.float64).to(op.dtype).to(dev)
         est = A.matvec(G).double().square().sum(dim=(1, 2)) / samples
@@ -70,7 +71,7 @@ def frobenius_sq(
         # Hutch++ (Meyer et al. 2021, Algorithm 1) on A = JᵀJ, sketching with Jᵀ Ω (the shared VJP).
         s = min(samples // 3, A.d_in, A.d_out)
         Om = torch.randn(A.d_out, s, generator=gen, dtype=torch.float64).to(op.dtype).to(dev)
-        Q = _orth(A.rmatvec_shared(Om), None, gen)  # (P, d_in, s)
+        Q = orthonormalize(A.rmatvec_shared(Om), None, gen)  # (P, d_in, s)
         m = samples - s
         G = torch.randn(A.P, A.d_in, m, generator=gen, dtype=torch.float64).to(op.dtype).to(dev)
         G = G - Q @ (Q.mT @ G)
@@ -95,7 +96,7 @@ def stable_rank(
     """
     if method not in ("auto", "exact"):
         raise ValueError(f"method must be 'auto' or 'exact', got {method!r}")
-    tokens, label = _resolve_tokens(op, token)
+    tokens, label = resolve_tokens(op, token)
     if method == "exact":
         J = op.jacobian() if label == "concat" else op.jacobian(tokens=tokens)
         mats = J.reshape(J.shape[0], -1)[None] if label == "concat" else J.permute(1, 0, 2)

@@ -1,7 +1,7 @@
 """The detached network as a linear map: batched tangents forward (JVP), cotangents backward (VJP).
 
 With every nonlinear coefficient frozen at X* (norm scales r, activated gates g, attention
-probabilities P — linearization.md), one decoder layer acting on a tangent T (B, p, d) is
+probabilities P — docs/linearization.md), one decoder layer acting on a tangent T (B, p, d) is
 
     a  = (T · r_attn) · w_attn                  (pre-attention norm, if the family has one)
     o  = P · (a Wvᵀ)  per head (GQA: kv head = head // group), then  attn = o Woᵀ
@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from . import kernels
+from .forward import kernel_linear
 
 
 @dataclass
@@ -51,10 +52,6 @@ def _norm(t: torch.Tensor, scale: torch.Tensor | None, weight: torch.Tensor | No
     if scale is None:
         return t
     return (t * scale) * weight
-
-
-def _linear(t: torch.Tensor, w: Any) -> torch.Tensor:
-    return kernels.matmul_t(t.contiguous(), w)
 
 
 def _linear_transposed(t: torch.Tensor, w: Any) -> torch.Tensor:
@@ -98,8 +95,8 @@ def attention_jvp(layer: FrozenLayer, t: torch.Tensor, start: int, last_only: bo
     """Tangent of the attention branch (as added to the residual) for a residual tangent t (B, p, d)."""
     w = layer.weights
     a = _norm(t, layer.scale("attn_norm_scale", start), w.attn_norm)
-    o = _attention_mix(layer, _linear(a, w.v), _probs(layer, start, last_only))
-    attn = _linear(o, w.o)
+    o = _attention_mix(layer, kernel_linear(a, w.v), _probs(layer, start, last_only))
+    attn = kernel_linear(o, w.o)
     return _norm(attn, layer.scale("post_attn_norm_scale", start, last_only), w.post_attn_norm)
 
 
@@ -107,8 +104,10 @@ def mlp_jvp(layer: FrozenLayer, h1: torch.Tensor, start: int, last_only: bool) -
     """Tangent of the MLP branch for a tangent h1 (B, q, d) of its input (q = 1 when last_only)."""
     w = layer.weights
     b = _norm(h1, layer.scale("mlp_norm_scale", start, last_only), w.mlp_norm)
-    m = layer.scale("mlp_gate", start, last_only) * _linear(b, w.up)
-    return _norm(_linear(m, w.down), layer.scale("post_mlp_norm_scale", start, last_only), w.post_mlp_norm)
+    m = layer.scale("mlp_gate", start, last_only) * kernel_linear(b, w.up)
+    return _norm(
+        kernel_linear(m, w.down), layer.scale("post_mlp_norm_scale", start, last_only), w.post_mlp_norm
+    )
 
 
 def layer_jvp(

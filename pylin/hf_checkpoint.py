@@ -74,8 +74,6 @@ class SafetensorsSource:
             for key in handle.keys():
                 self._where[_canonical(key)] = (idx, key)
         self.quantize = writable_qtype(quantize) if quantize else None
-        if self.quantize:
-            _require_native_quantize()
 
     def has(self, name: str) -> bool:
         return name in self._where
@@ -124,16 +122,6 @@ def _canonical(key: str) -> str:
         if key.startswith(prefix):
             return replacement + key[len(prefix) :]
     return key
-
-
-def _require_native_quantize() -> None:
-    from . import _core
-
-    if not hasattr(_core, "quantize"):
-        raise NotImplementedError(
-            "quantize= at load needs pylin.kernels.quantize, which this build of the native module lacks; "
-            "rebuild pylin (pip install .) once the quantization kernels are in"
-        )
 
 
 def _quantize(t: torch.Tensor, qtype: str, name: str) -> QTensor:

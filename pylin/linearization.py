@@ -6,7 +6,7 @@
     lin.jacobian()        # (d_out, n, d), assembled from chunked VJPs
     lin.reconstruction()  # sum_j J_j x*_j against y: the exactness the product promises
 
-The forward pass runs once at X* and records every frozen coefficient (linearization.md);
+The forward pass runs once at X* and records every frozen coefficient (docs/linearization.md);
 after that the map is exactly linear and costs only products with Wv, Wo, Wu and Wd.
 Tests: tests/test_linearization.py.
 """
@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from . import kernels, planner
 from .frozen_layers import FrozenLayer, layer_jvp, layer_vjp
+from .indices import indices
+from .readout import token_text
 from .sites import InputSite, OutputSite, parse_input, parse_output
 
 # Bytes of tangent/cotangent activations alive per chunk on the CPU when no budget is given.  Small
@@ -29,6 +31,17 @@ from .sites import InputSite, OutputSite, parse_input, parse_output
 # measured on Gemma 3 270M, full Jacobian at 128 tokens, 64 MiB: 64.6 s, 1.25 GiB peak; 512 MiB:
 # 76.0 s, 1.72 GiB.  On a GPU the default is 80% of its free memory instead (big batches pay there).
 DEFAULT_MEMORY_BUDGET = 64 << 20
+# Share of a GPU's free memory the chunks may fill: the rest is left to torch's caching allocator and
+# the kernels' split-K workspace (the planner, pylin/planner.py, reserves the same margin).
+GPU_MEMORY_FRACTION = 0.8
+# Rows (positions × tangents) × d_ff above which the engine's own torch work runs multi-threaded: below,
+# its OpenMP workers spin against the kernels' threads between short kernel calls (kernels.kernel_threads).
+# 2^23: the J_n of Gemma 3 270M (d_ff 2048, ~4k rows per pass) stays single-threaded (7.4 s → 0.6 s
+# measured when it was), a full Jacobian at 128 tokens (~32k rows) threads (~25% of its time is torch's).
+TORCH_THREADS_MIN_WORK = 1 << 23
+# Output rows per VJP chunk when assembling J: enough rows to keep the kernels compute-bound (they are from
+# ~500 rows of positions × vectors on), few enough that one chunk's cotangents stay cache-sized.
+JACOBIAN_MAX_ROWS = 256
 
 
 @dataclass(frozen=True)
@@ -39,14 +52,16 @@ class Reconstruction:
     r2: float  # 1 - ||ŷ - y||² / ||y - mean(y)||²
     max_abs_error: float
     y_norm: float
-    method: str  # "jvp" (one JVP with X* as tangent) or "jacobian" (sum_j J_j x*_j)
+    method: str  # "jvp" (one JVP with X* as tangent), "jacobian" (sum_j J_j x*_j), or who computed ŷ
+    y_hat: torch.Tensor | None = field(default=None, repr=False, compare=False)  # the reconstruction ŷ
 
     def __str__(self) -> str:
         return f"reconstruction ({self.method}): relative error {self.rel_error:.3e}, R² = {self.r2:.9f}"
 
 
 def reconstruction_error(y_hat: torch.Tensor, y: torch.Tensor, method: str) -> Reconstruction:
-    y64, diff = y.double(), (y_hat.double() - y.double())
+    """How well ŷ reproduces y: relative error, R², max |ŷ − y| (in float64; ŷ is kept)."""
+    y64, diff = y.double().reshape(-1), (y_hat.double() - y.double()).reshape(-1)
     sse = float(diff.square().sum())
     sst = float((y64 - y64.mean()).square().sum())
     y_norm = float(y64.norm())
@@ -56,19 +71,13 @@ def reconstruction_error(y_hat: torch.Tensor, y: torch.Tensor, method: str) -> R
         max_abs_error=float(diff.abs().max()),
         y_norm=y_norm,
         method=method,
+        y_hat=y_hat,
     )
 
 
 def parse_memory(budget: int | str | None) -> int | None:
     """Bytes from an int or a string like '512MiB' / '2GiB' / '1.5GB'; None stays None (the default)."""
     return None if budget is None else planner.parse_bytes(budget)
-
-
-def _token_ids(model: Any, text_or_ids: Any) -> list[int]:
-    # A blank string would still tokenize to [BOS]: that is no prompt to linearize.
-    if isinstance(text_or_ids, str) and not text_or_ids.strip():
-        raise ValueError("the prompt is empty")
-    return model._ids(text_or_ids)  # tokenizes text; checks ids are non-empty and in the vocabulary
 
 
 class Linearization:
@@ -87,7 +96,7 @@ class Linearization:
     ) -> None:
         cfg = model.config
         self.model = model
-        self.tokens = _token_ids(model, text_or_ids)
+        self.tokens = model.token_ids(text_or_ids)
         self.output_site: OutputSite = parse_output(output, model.n_layers, model.weights.lm_head.shape[0])
         self.input_site: InputSite = parse_input(wrt, model.n_layers)
         if self.input_site.layer > self.output_site.layer:
@@ -100,9 +109,8 @@ class Linearization:
 
         if _frozen is None:
             embedded = model.embed(self.tokens)
-            with kernels.kernel_threads():
-                forward_result = model.forward(embedded, record=True)
-                logits = model.lm_head(forward_result.hidden[-1:].contiguous())[0]
+            forward_result = model.forward(embedded, record=True)
+            logits = model.lm_head(forward_result.hidden[-1:].contiguous())[0]
         else:
             embedded, forward_result, logits = _frozen
         self._embedded = embedded
@@ -136,8 +144,8 @@ class Linearization:
         )
 
     def decode(self, result: Any, top: int = 5) -> Any:
-        """Decode an SVD result of this linearization to tokens (see pylin.decoding.decode_svd)."""
-        from .decoding import decode_svd
+        """Decode an SVD result of this linearization to tokens (see pylin.readout.decode_svd)."""
+        from .readout import decode_svd
 
         return decode_svd(result, self, top=top)
 
@@ -159,18 +167,14 @@ class Linearization:
     def wrt(self) -> str:
         return self.input_site.name
 
-    def _token_text(self, token: int) -> str:
-        # tiny test models and bare checkpoints may have no tokenizer: show the id instead
-        return self.model.decode([token]) if self.model.tokenizer is not None else f"<{token}>"
-
     @property
     def token_strings(self) -> list[str]:
-        return [self._token_text(t) for t in self.tokens]
+        return [token_text(self.model, t) for t in self.tokens]
 
     @property
     def next_token(self) -> tuple[int, str]:
         token = int(torch.argmax(self.logits))
-        return token, self._token_text(token)
+        return token, token_text(self.model, token)
 
     def __repr__(self) -> str:
         return (
@@ -227,21 +231,7 @@ class Linearization:
     # ---- argument checks ----------------------------------------------------------------------------
 
     def _check_tokens(self, tokens: Sequence[int] | int | None) -> list[int] | None:
-        if tokens is None:
-            return None
-        if isinstance(tokens, int):
-            tokens = [tokens]
-        out = []
-        for t in tokens:
-            j = int(t) + self.n_tokens if int(t) < 0 else int(t)
-            if not 0 <= j < self.n_tokens:
-                raise ValueError(f"token index {t} is out of range for a {self.n_tokens}-token input")
-            out.append(j)
-        if not out:
-            raise ValueError("tokens= is empty")
-        if len(set(out)) != len(out):
-            raise ValueError(f"tokens= has repeated indices: {list(tokens)}")
-        return out
+        return None if tokens is None else indices(tokens, self.n_tokens, "token")
 
     def _check_array(self, a: Any, name: str, trailing: tuple[int, ...]) -> torch.Tensor:
         if not isinstance(a, torch.Tensor):
@@ -264,7 +254,7 @@ class Linearization:
         budget = self.memory_budget
         if self.x.is_cuda:
             free, _ = torch.cuda.mem_get_info(self.x.device)
-            usable = max(1, int(free * 0.8))
+            usable = max(1, int(free * GPU_MEMORY_FRACTION))
             budget = usable if budget is None else min(budget, usable)
         elif budget is None:
             budget = DEFAULT_MEMORY_BUDGET
@@ -277,7 +267,7 @@ class Linearization:
         Small passes run torch single-threaded: its OpenMP workers would spin against the kernels'
         threads between every short kernel call.  Large passes have enough torch work (measured:
         ~25% of a Gemma 3 270M full Jacobian) for threads to pay off."""
-        return kernels.num_threads() if rows * self.model.config.d_ff >= 1 << 23 else 1
+        return kernels.num_threads() if rows * self.model.config.d_ff >= TORCH_THREADS_MIN_WORK else 1
 
     # ---- the linear map ----------------------------------------------------------------------------
 
@@ -349,10 +339,10 @@ class Linearization:
         start = 0 if sel is None else min(sel)
         n_rows = self.n_tokens if sel is None else len(sel)
         J = torch.empty(self.d_out, n_rows, self.d_in, dtype=self.dtype, device=self.x.device)
-        step = max(1, min(self._chunk(self.n_tokens - start), 256))
+        step = max(1, min(self._chunk(self.n_tokens - start), JACOBIAN_MAX_ROWS))
         chunks = range(0, self.d_out, step)
         if progress is None:
-            progress = len(chunks) > 8
+            progress = len(chunks) > 8  # a bar only when J takes more than a few seconds
         if progress:
             from tqdm.auto import tqdm
 

@@ -91,10 +91,8 @@ def load(
     if tokenizer is not None:
         from .tokenizer import from_hf_folder
 
-        model._tokenizer = (
-            from_hf_folder(tokenizer) if isinstance(tokenizer, (str, os.PathLike)) else tokenizer
-        )
-        model._tokenizer_factory = None
+        is_folder = isinstance(tokenizer, (str, os.PathLike))
+        model.set_tokenizer(from_hf_folder(tokenizer) if is_folder else tokenizer)
     return model
 
 

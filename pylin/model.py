@@ -15,9 +15,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import decoder
+from . import forward as forward_pass
 from .architectures.base import ArchConfig
 from .errors import EmptyPromptError
+from .indices import integer
 from .qtensor import QTensor
 
 
@@ -149,10 +150,24 @@ class Model:
             ids = [int(ids)]
         return self._need_tokenizer().decode(list(ids))
 
-    def _ids(self, ids_or_text: str | Sequence[int] | torch.Tensor) -> list[int]:
-        if isinstance(ids_or_text, str):
-            return self.tokenize(ids_or_text)
-        ids = [int(i) for i in (ids_or_text.tolist() if hasattr(ids_or_text, "tolist") else ids_or_text)]
+    def set_tokenizer(self, tokenizer: Any) -> None:
+        """Use `tokenizer` (an object with encode/decode, e.g. from pylin.tokenizer) from now on."""
+        self._tokenizer, self._tokenizer_factory = tokenizer, None
+
+    def token_ids(self, text_or_ids: str | Sequence[int] | torch.Tensor) -> list[int]:
+        """Token ids of a prompt: text is tokenized (with BOS); ids are checked to be integers in the
+        vocabulary.  A blank text, no ids, floats, bools or bytes are refused with a ValueError."""
+        if isinstance(text_or_ids, str):
+            if not text_or_ids.strip():  # a blank string would still tokenize to [BOS]: no prompt
+                raise EmptyPromptError("the prompt is empty")
+            return self.tokenize(text_or_ids)
+        if isinstance(text_or_ids, (bytes, bytearray, memoryview)):
+            raise ValueError("the prompt is bytes: pass text (str) or a list of token ids")
+        raw = text_or_ids.tolist() if hasattr(text_or_ids, "tolist") else text_or_ids
+        if not isinstance(raw, (list, tuple)):
+            kind = type(text_or_ids).__name__
+            raise ValueError(f"the prompt must be text or a list of token ids, got {kind}")
+        ids = [integer(i, "token id") for i in raw]
         if not ids:
             raise EmptyPromptError("the prompt has no tokens")
         vocab = self.weights.token_embd.shape[0]
@@ -165,7 +180,7 @@ class Model:
 
     def embed(self, ids: str | Sequence[int] | torch.Tensor) -> torch.Tensor:
         """(n, d) residual stream entering layer 0: the used embedding rows only, × embed_scale."""
-        ids = self._ids(ids)
+        ids = self.token_ids(ids)
         table = self.weights.token_embd
         rows = {i: _embedding_row(table, i) for i in set(ids)}
         x = torch.from_numpy(np.stack([rows[i] for i in ids])).to(device=self.device, dtype=self.dtype)
@@ -173,16 +188,16 @@ class Model:
             x = x * self.config.embed_scale
         return x
 
-    def forward(self, x: torch.Tensor, **kw: Any) -> decoder.ForwardResult:
-        """The decoder forward (pylin.decoder.forward) on this model's stored weights."""
+    def forward(self, x: torch.Tensor, **kw: Any) -> forward_pass.ForwardResult:
+        """The decoder forward (pylin.forward.forward) on this model's stored weights."""
         from .kernels import kernel_threads
 
         with kernel_threads():  # the cores go to the kernels; torch's pool would spin against them
-            return decoder.forward(self, self.weights, x, **kw)
+            return forward_pass.forward(self, self.weights, x, **kw)
 
     def lm_head(self, hidden: torch.Tensor) -> torch.Tensor:
         """Logits of final-normed hidden states (…, d) -> (…, vocab)."""
-        logits = decoder.kernel_linear(hidden, self.weights.lm_head)
+        logits = forward_pass.kernel_linear(hidden, self.weights.lm_head)
         cap = self.config.final_logit_softcap
         return torch.tanh(logits / cap) * cap if cap else logits
 
@@ -222,16 +237,13 @@ class Model:
             result = generate(self, text, steer=steer, strength=strength, max_new_tokens=max_new_tokens,
                               stop_at_eos=stop_at_eos)  # fmt: skip
             return result.text
-        ids = self._ids(text)
-        eos = self.config.eos_token_id
-        eos_ids = set(eos if isinstance(eos, list) else [] if eos is None else [eos])
-        new: list[int] = []
-        for _ in range(max_new_tokens):
-            token = int(self.logits(ids + new, last_only=True, **kw)[0].argmax())
-            if stop_at_eos and token in eos_ids:
-                break
-            new.append(token)
-        return self.decode(new) if new else ""
+        from .generation import continuation_text, eos_token_ids, greedy
+
+        def next_logits(ids: list[int]) -> torch.Tensor:
+            return self.logits(ids, last_only=True, **kw)[0]
+
+        eos = eos_token_ids(self.config) if stop_at_eos else None
+        return continuation_text(self, greedy(next_logits, self.token_ids(text), max_new_tokens, eos=eos))
 
     def linearize(self, text_or_ids: Any, **kw: Any) -> Any:
         from .linearization import linearize

@@ -12,7 +12,7 @@ maps the file but reads no tensor data) or a synthetic header dict (tests, what-
 
 What lives on the GPU during an analysis (float32 unless dtype says otherwise):
   weights       every tensor, still quantized (bytes by type and shape);
-  frozen state  per layer, what the forward records at X* (pylin.decoder.LayerRecord): residuals,
+  frozen state  per layer, what the forward records at X* (pylin.forward.LayerRecord): residuals,
                 attention / MLP outputs (4·n·d), activated gates n·d_ff, attention probabilities
                 heads·n², norm scales (4·n); plus the embeddings and final states (2·n·d);
   per vector    the live tangents of one JVP/VJP vector inside a layer, n·(4·d + 3·d_ff + 3·heads·hd)

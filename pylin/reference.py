@@ -2,7 +2,7 @@
 differentiated by torch autograd.
 
 This is the truth the engine is tested against and the baseline of the benchmarks.  It runs the same
-decoder code as pylin (pylin.decoder) but with `torch_linear` on float copies of every weight, and
+decoder code as pylin (pylin.forward) but with `torch_linear` on float copies of every weight, and
 lets autograd — not pylin's hand-written transposes — produce JVPs, VJPs and Jacobians.  With
 detach=False it gives the ordinary Jacobian of the nonlinear network (which does not reconstruct the
 output: the paper's Fig. 2).  Small models only: every weight is dequantized.
@@ -11,20 +11,24 @@ Tests: tests/test_linearization.py.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import fields
 from typing import Any
 
 import torch
 
-from . import decoder
+from . import forward
 from .sites import parse_input, parse_output
+
+# Float copies of each model's weights per dtype, dropped with the model (no reference from the model).
+_FLOAT_WEIGHTS: weakref.WeakKeyDictionary[Any, dict[torch.dtype, Any]] = weakref.WeakKeyDictionary()
 
 
 def dequantized_weights(model: Any, dtype: torch.dtype | None = None) -> Any:
-    """Float copies of the model's weights (cached per dtype on the model object)."""
+    """Float copies of the model's weights (cached per model and dtype while the model lives)."""
     dtype = dtype or model.dtype
-    cache = model.__dict__.setdefault("_reference_weights", {})
+    cache = _FLOAT_WEIGHTS.setdefault(model, {})
     if dtype not in cache:
         # The embedding table and LM head stay quantized: the reference needs only the prompt's rows
         # (model.embed) and, for a logit site, one row of the head.
@@ -34,8 +38,13 @@ def dequantized_weights(model: Any, dtype: torch.dtype | None = None) -> Any:
     return cache[dtype]
 
 
+# Embedding tables up to this many values are dequantized whole with the layers (16 MiB in float32: every
+# tiny test model); bigger ones (Gemma's 262k × 640) stay quantized, only the prompt's rows are read.
+SMALL_TABLE_VALUES = 1 << 22
+
+
 def _small(table: Any) -> bool:
-    return table.shape[0] * table.shape[1] <= 1 << 22
+    return table.shape[0] * table.shape[1] <= SMALL_TABLE_VALUES
 
 
 def _layers_dequantized(full: Any, dtype: torch.dtype) -> Any:
@@ -65,14 +74,9 @@ def _head_row(weights: Any, token_id: int, dtype: torch.dtype) -> torch.Tensor:
 
 def _branches(cfg: Any, i: int, lw: Any, x: torch.Tensor, detach: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """(attention branch, MLP branch) of layer i for the residual x, differentiably."""
-    pos = decoder._Positions(x.shape[0], x.dtype, x.device)
-    h, _ = decoder._maybe_norm(x, lw.attn_norm, cfg.norm_eps, detach)
-    attn, _ = decoder._attention(cfg, i, lw, h, decoder.torch_linear, detach, pos)
-    attn, _ = decoder._maybe_norm(attn, lw.post_attn_norm, cfg.norm_eps, detach)
-    h, _ = decoder._maybe_norm(x + attn, lw.mlp_norm, cfg.norm_eps, detach)
-    mlp, _ = decoder._mlp(cfg, lw, h, decoder.torch_linear, detach)
-    mlp, _ = decoder._maybe_norm(mlp, lw.post_mlp_norm, cfg.norm_eps, detach)
-    return attn, mlp
+    pos = forward.Positions(x.shape[0], x.dtype, x.device)
+    values = forward.layer_values(cfg, i, lw, x, forward.torch_linear, detach, pos)
+    return values.attn_out, values.mlp_out
 
 
 def site_function(
@@ -91,7 +95,7 @@ def site_function(
     start = parse_input(wrt, model.n_layers).layer
 
     def run(x: torch.Tensor, stop: int | None) -> Any:
-        return decoder.forward(cfg, weights, x, linear=decoder.torch_linear, detach=detach,
+        return forward.forward(cfg, weights, x, linear=forward.torch_linear, detach=detach,
                                start_layer=start, stop_layer=stop)  # fmt: skip
 
     def f(x: torch.Tensor) -> torch.Tensor:
@@ -121,7 +125,7 @@ def site_input(
     if start == 0:
         return x
     weights = dequantized_weights(model, dtype)
-    return decoder.forward(model.config, weights, x, linear=decoder.torch_linear, stop_layer=start).output
+    return forward.forward(model.config, weights, x, linear=forward.torch_linear, stop_layer=start).output
 
 
 def jacobian(

@@ -27,37 +27,29 @@ import torch
 
 from . import figures
 from .attribution import attribute
-from .decoding import Table
 from .dimensionality import stable_rank
-from .layers import emergence, parse_layers
+from .emergence import emergence, parse_layers
+from .indices import indices
+from .linearization import reconstruction_error
 from .svd import svd
+from .table import Table
 
 __all__ = ["analyze", "parse_tokens", "write_html"]
 
 # The nonlinear Jacobian costs d_out backward passes of the full model through autograd on dequantized
 # float weights: offered automatically only when that stays cheap (d·n·parameters under this many MACs).
 NONLINEAR_AUTO_LIMIT = 1e11
+# Singular triplets per (layer, component) in the layer table: the emergence figure shows three decoded
+# vectors; one more keeps the third's σ gap visible.  Each extra triplet costs a wider Krylov block.
+LAYER_TABLE_K = 4
 
 
 def parse_tokens(spec: str | int | list[int], n_tokens: int) -> int | str | list[int]:
     """'-1' / '3' (one token), 'all', 'concat', or '0,3,-1' (a list) → the svd `token` argument."""
-    if isinstance(spec, (int, list)):
-        return spec
-    text = spec.strip().lower()
-    if text in ("all", "concat"):
-        return text
-    try:
-        items = [int(p) for p in text.split(",") if p.strip()]
-    except ValueError:
-        raise ValueError(
-            f"cannot read tokens {spec!r}; use 'all', 'concat', '-1' or a list like '0,3,-1'"
-        ) from None
-    if not items:
-        raise ValueError(f"tokens {spec!r} selects no token")
-    for t in items:
-        if not -n_tokens <= t < n_tokens:
-            raise ValueError(f"token index {t} out of range for a {n_tokens}-token prompt")
-    return items[0] if len(items) == 1 else items
+    if isinstance(spec, str) and spec.strip().lower() in ("all", "concat"):
+        return spec.strip().lower()
+    chosen = indices(spec, n_tokens, "token")
+    return chosen[0] if len(chosen) == 1 and not isinstance(spec, list) else chosen
 
 
 class _Steps:
@@ -95,14 +87,8 @@ def _nonlinear(lin: Any, mode: str) -> dict[str, Any] | None:
         return None
     J = lin.nonlinear_jacobian()
     y_hat = torch.einsum("onj,nj->o", J.double(), lin.x.double())
-    y = lin.output.double().reshape(-1)
-    err = float((y_hat - y).norm() / y.norm())
-    sst = float((y - y.mean()).square().sum())
-    return {
-        "rel_error": err,
-        "r2": 1.0 - float((y_hat - y).square().sum()) / sst,
-        "y_hat": y_hat.tolist(),
-    }
+    rec = reconstruction_error(y_hat, lin.output, "nonlinear")
+    return {"rel_error": rec.rel_error, "r2": rec.r2, "y_hat": y_hat.tolist()}
 
 
 def analyze(
@@ -131,7 +117,7 @@ def analyze(
     token_arg = parse_tokens(tokens, lin.n_tokens)
     steps.step("linearize")
     rec = lin.reconstruction()
-    y_hat = lin.jvp(lin.x[None].contiguous())[0]
+    y_hat = rec.y_hat
     nl = _nonlinear(lin, nonlinear)
     steps.step("reconstruction")
     res = svd(lin, k=min(k, lin.d_out), token=token_arg, method=method, seed=seed, progress=progress)
@@ -145,11 +131,10 @@ def analyze(
     steps.step("attribution")
     layer_table = (
         emergence(
-            model,
-            lin.tokens,
+            lin,
             layers=layer_list,
             components=components,
-            k=min(4, k),
+            k=min(LAYER_TABLE_K, k),
             seed=seed,
             progress=progress,
         )

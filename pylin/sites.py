@@ -12,13 +12,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from .indices import index
+
 _BLOCK_SITE = re.compile(r"^blocks\.(-?\d+)\.(resid_post|attn_out|mlp_out|resid_pre)$")
-OUTPUT_KINDS = ("final", "logit", "resid_post", "attn_out", "mlp_out")
 
 
 @dataclass(frozen=True)
 class OutputSite:
-    kind: str  # one of OUTPUT_KINDS
+    kind: str  # "final", "logit", "resid_post", "attn_out" or "mlp_out"
     layer: int  # the layer whose output it is (n_layers - 1 for final / logit)
     token_id: int | None = None  # for kind == "logit"
 
@@ -41,12 +42,10 @@ class InputSite:
 
 
 def _layer_index(text: str, n_layers: int, site: str) -> int:
-    i = int(text)
-    if i < 0:
-        i += n_layers
-    if not 0 <= i < n_layers:
-        raise ValueError(f"site {site!r}: layer {text} is out of range for a model with {n_layers} layers")
-    return i
+    try:
+        return index(int(text), n_layers, "layer")
+    except ValueError as e:
+        raise ValueError(f"site {site!r}: {e}") from None
 
 
 def parse_output(site: str, n_layers: int, vocab_size: int) -> OutputSite:

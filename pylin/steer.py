@@ -10,7 +10,7 @@ residual stream AFTER layer ℓ (= entering layer ℓ + 1: the space the concept
 The paper's operator: J^(ℓ) is the detached Jacobian of the (final-norm-)normed residual output of layer ℓ
 at the last token of a concept prompt of n₀ tokens, shape (d, n₀, d).  For a sequence with input
 embeddings e_1 … e_m, Δ_i = Σ_{k≤i} J^(ℓ)[:, k mod n₀, :] e_k, rescaled to λ·‖h_i‖ / (2‖Δ_i‖) · Δ_i with h_i
-the residual stream where it is added (linearization.md, "Steering").  J^(ℓ) is never formed: the terms
+the residual stream where it is added (docs/linearization.md, "Steering").  J^(ℓ) is never formed: the terms
 J^(ℓ)[:, k mod n₀, :] e_k for all k come from ONE JVP batch of the concept's linearization (tangent k puts
 e_k on concept token k mod n₀), and are cached per position so each generated token costs one tangent.
 Greedy decoding re-runs the whole steered forward for every new token, as the paper does; λ = 0 adds
@@ -25,7 +25,8 @@ from typing import Any
 
 import torch
 
-from .decoding import token_text
+from .generation import continuation_text, eos_token_ids, greedy
+from .indices import index, integer
 
 __all__ = [
     "SteeringOperator",
@@ -42,10 +43,8 @@ __all__ = [
 
 def _check_layer(model: Any, layer: int) -> int:
     n = int(model.n_layers)
-    if not isinstance(layer, int) or isinstance(layer, bool):
-        raise ValueError(f"layer must be an integer, got {layer!r}")
-    i = layer + n if layer < 0 else layer
-    if not 0 <= i < n - 1:
+    i = index(layer, n, "layer")
+    if i == n - 1:
         raise ValueError(
             f"layer {layer} out of range: steering adds after layer ℓ (into layer ℓ + 1), so ℓ must be in "
             f"0..{n - 2} for this {n}-layer model"
@@ -153,8 +152,7 @@ def singular_vector(
 ) -> VectorOperator:
     """The `index`-th left singular vector of `lin`'s last-token Jacobian block (signed toward y, or away
     with sign=-1), added after `layer`."""
-    if not isinstance(index, int) or index < 0:
-        raise ValueError(f"index must be a non-negative integer, got {index!r}")
+    index = integer(index, "index", low=0)
     if sign not in (1, -1):
         raise ValueError(f"sign must be +1 or -1, got {sign!r}")
     i = _check_layer(lin.model, layer)
@@ -176,23 +174,19 @@ def vector_operator(model: Any, vector: torch.Tensor, layer: int) -> VectorOpera
 # ---- generation ------------------------------------------------------------------------------------
 
 
-def _forward_logits(
-    model: Any, tokens: list[int], hook: Any, record: bool = False
-) -> tuple[torch.Tensor, Any]:
-    """Last-position logits of `tokens` with `hook` on the residual stream; also the forward's result."""
-    res = model.forward(model.embed(tokens), resid_hook=hook, record=record)
-    return model.lm_head(res.hidden[-1:])[0], res
+def _forward_logits(model: Any, tokens: list[int], hook: Any) -> torch.Tensor:
+    """Last-position logits of `tokens` with `hook` on the residual stream."""
+    res = model.forward(model.embed(tokens), resid_hook=hook)
+    return model.lm_head(res.hidden[-1:])[0]
 
 
 def steered_logits(
     model: Any, text_or_ids: Any, steer: SteeringOperator | None = None, strength: float = 1.0
 ) -> torch.Tensor:
     """Next-token logits of a prompt with the steering operator applied (all positions)."""
-    tokens = (
-        list(model.tokenize(text_or_ids)) if isinstance(text_or_ids, str) else [int(t) for t in text_or_ids]
-    )
+    tokens = model.token_ids(text_or_ids)
     hook = None if steer is None else steer.hook(model, tokens, strength)
-    return _forward_logits(model, tokens, hook)[0]
+    return _forward_logits(model, tokens, hook)
 
 
 @dataclass
@@ -219,41 +213,15 @@ def generate(
     progress: bool = False,
 ) -> Generation:
     """Greedy continuation of `prompt` steered by `steer` at strength λ (whole forward redone per token)."""
-    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
-    if isinstance(prompt, str):
-        if not prompt.strip():
-            raise ValueError("the prompt is empty")
-        tokens = list(model.tokenize(prompt))
-    else:  # token ids (models without a tokenizer)
-        tokens = [int(t) for t in prompt]
-        if not tokens:
-            raise ValueError("the prompt has no tokens")
-    start = len(tokens)
-    eos = getattr(model.config, "eos_token_id", None)
-    eos_ids = set(eos if isinstance(eos, list) else [] if eos is None else [eos])
-    steps: Any = range(max_new_tokens)
-    if progress:
-        from tqdm.auto import tqdm
+    tokens = model.token_ids(prompt)
 
-        steps = tqdm(steps, desc="generate", unit="tok", leave=False)
-    for _ in steps:
-        hook = None if steer is None else steer.hook(model, tokens, strength)
-        logits, _ = _forward_logits(model, tokens, hook)
-        nxt = int(torch.argmax(logits))
-        if stop_at_eos and nxt in eos_ids:  # like Model.generate: the end token is not part of the text
-            break
-        tokens.append(nxt)
-    new = tokens[start:]
+    def next_logits(ids: list[int]) -> torch.Tensor:
+        return _forward_logits(model, ids, None if steer is None else steer.hook(model, ids, strength))
+
+    eos = eos_token_ids(model.config) if stop_at_eos else None
+    new = greedy(next_logits, tokens, max_new_tokens, eos=eos, progress=progress)
     label = "none" if steer is None else repr_operator(steer)
-    text = (
-        "".join(token_text(model, t) for t in new)
-        if model.tokenizer is None
-        else model.decode(new)
-        if new
-        else ""
-    )
-    return Generation(str(prompt), tokens, new, text, float(strength), label)
+    return Generation(str(prompt), tokens + new, new, continuation_text(model, new), float(strength), label)
 
 
 def repr_operator(op: SteeringOperator) -> str:

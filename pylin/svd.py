@@ -3,7 +3,7 @@
     res = pylin.svd.svd(lin, k=8, token=-1)        # J_n, the last input token's block (d_out × d_in)
     res = pylin.svd.svd(lin, k=8, token="all")     # every J_j: U (n, d_out, k), S (n, k), Vh (n, k, d_in)
     res = pylin.svd.svd(lin, k=8, token="concat")  # the concatenated J = [J_1 … J_n]: Vh (k, n·d_in)
-    res.decode()                                    # singular vectors as tokens (pylin.decoding)
+    res.decode()                                    # singular vectors as tokens (pylin.readout)
 
 `op` is anything with `jvp(V, tokens=None)`, `vjp(U, tokens=None)`, `n_tokens`, `d_in`, `d_out`, `dtype`
 (a `pylin.Linearization`, or `tests/fake_linearization.py`), and optionally `jacobian(tokens=...)`
@@ -28,16 +28,26 @@ Deterministic for a seed (Ω comes from a seeded CPU generator).  Tests: tests/t
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
 
-Token = int | Sequence[int] | Literal["all", "concat"]
+from .operators import (
+    Stacked,
+    Token,
+    concat_operator,
+    dense_operator,
+    device_of,
+    form_blocks,
+    orthonormalize,
+    resolve_tokens,
+    token_operator,
+)
+
 Method = Literal["auto", "krylov", "randomized", "exact"]
 
-__all__ = ["SVDResult", "svd", "principal_angles", "subspace_angles"]
+__all__ = ["SVDResult", "principal_angles", "signs_toward", "subspace_angles", "svd"]
 
 
 @dataclass
@@ -77,8 +87,8 @@ class SVDResult:
         return self.Vh.reshape(self.k, len(self.tokens), -1)
 
     def decode(self, lin: Any = None, top: int = 5) -> Any:
-        """Singular vectors as tokens (pylin.decoding.decode_svd); `lin` defaults to the operator."""
-        from .decoding import decode_svd
+        """Singular vectors as tokens (pylin.readout.decode_svd); `lin` defaults to the operator."""
+        from .readout import decode_svd
 
         return decode_svd(self, lin if lin is not None else self.op, top=top)
 
@@ -96,126 +106,7 @@ class SVDResult:
         return "\n".join(rows)
 
 
-# ---- operators: J (or its blocks) as stacked matvecs ---------------------------------------------
-# Every algorithm below works on P independent problems at once ("stacked"): matvec maps (P, d_in, l)
-# to (P, d_out, l), rmatvec maps (P, d_out, l) to (P, d_in, l), and rmatvec_shared maps one (d_out, l)
-# block to all P problems — the single VJP batch that serves every token.
-
-
-@dataclass
-class _Stacked:
-    matvec: Callable[[torch.Tensor], torch.Tensor]
-    rmatvec: Callable[[torch.Tensor], torch.Tensor]
-    rmatvec_shared: Callable[[torch.Tensor], torch.Tensor]
-    P: int
-    d_in: int
-    d_out: int
-
-
-# Rows (vectors x positions) per engine call below which several tokens share one JVP/VJP call: a
-# pass over the quantized weights costs about the same for a few or a few thousand rows (decoding
-# dominates), while above it the kernels are compute-bound and sharing would only add positions.
-_SHARED_PASS_ROWS = 8192
-
-
-def _token_groups(op: Any, tokens: list[int], width: int) -> list[list[int]]:
-    """Consecutive runs of token indices (into `tokens`) that share one engine call."""
-    groups: list[list[int]] = []
-    for p in sorted(range(len(tokens)), key=lambda p: tokens[p]):
-        if groups:
-            group = groups[-1]
-            first = min(tokens[q] for q in group + [p])
-            if (len(group) + 1) * width * (op.n_tokens - first) <= _SHARED_PASS_ROWS:
-                group.append(p)
-                continue
-        groups.append([p])
-    return groups
-
-
-def _token_operator(op: Any, tokens: list[int], progress: bool) -> _Stacked:
-    """Blocks J_j for j in `tokens`.  Each pass batches several tokens into one JVP / VJP call (block-
-    diagonal tangents: vector i of token j is non-zero only at j), so the weights are decoded once per
-    group of tokens; `tokens=` lets causality skip the positions before the group's first token."""
-    P = len(tokens)
-
-    def loop(items: list[list[int]]) -> Any:
-        if progress and len(items) > 1:
-            from tqdm.auto import tqdm
-
-            return tqdm(items, leave=False, desc="per-token passes")
-        return items
-
-    def matvec(X: torch.Tensor) -> torch.Tensor:  # X: (P, d_in, l) -> (P, d_out, l)
-        l = X.shape[-1]
-        out = torch.empty(P, op.d_out, l, dtype=X.dtype, device=X.device)
-        for group in loop(_token_groups(op, tokens, l)):
-            G = len(group)
-            V = torch.zeros(G, l, G, op.d_in, dtype=X.dtype, device=X.device)
-            for g, p in enumerate(group):
-                V[g, :, g, :] = X[p].T
-            Y = op.jvp(V.reshape(G * l, G, op.d_in), tokens=[tokens[p] for p in group])
-            out[group] = Y.reshape(G, l, op.d_out).transpose(1, 2)
-        return out
-
-    def rmatvec(Y: torch.Tensor) -> torch.Tensor:  # Y: (P, d_out, l) -> (P, d_in, l)
-        l = Y.shape[-1]
-        out = torch.empty(P, op.d_in, l, dtype=Y.dtype, device=Y.device)
-        for group in loop(_token_groups(op, tokens, l)):
-            G = len(group)
-            U = Y[group].transpose(1, 2).reshape(G * l, op.d_out)
-            W = op.vjp(U, tokens=[tokens[p] for p in group]).reshape(G, l, G, op.d_in)
-            idx = torch.arange(G, device=Y.device)
-            out[group] = W[idx, :, idx, :].transpose(1, 2)  # vector i of token g: its own row g
-        return out
-
-    def rmatvec_shared(Om: torch.Tensor) -> torch.Tensor:  # Om: (d_out, l) -> (P, d_in, l)
-        W = op.vjp(Om.T, tokens=tokens)  # (l, P, d_in)
-        return W.permute(1, 2, 0)
-
-    return _Stacked(matvec, rmatvec, rmatvec_shared, P, op.d_in, op.d_out)
-
-
-def _concat_operator(op: Any) -> _Stacked:
-    """The concatenated J (d_out × n·d_in) as a single problem."""
-    n, d = op.n_tokens, op.d_in
-
-    def matvec(X: torch.Tensor) -> torch.Tensor:  # (1, n·d, l)
-        return op.jvp(X[0].T.reshape(-1, n, d)).T.unsqueeze(0)
-
-    def rmatvec(Y: torch.Tensor) -> torch.Tensor:  # (1, d_out, l)
-        return op.vjp(Y[0].T).reshape(Y.shape[-1], n * d).T.unsqueeze(0)
-
-    return _Stacked(matvec, rmatvec, lambda Om: rmatvec(Om.unsqueeze(0)), 1, n * d, op.d_out)
-
-
 # ---- linear algebra helpers --------------------------------------------------------------------
-
-
-def _orth(Y: torch.Tensor, against: torch.Tensor | None, gen: torch.Generator) -> torch.Tensor:
-    """Orthonormal basis of the columns of Y (P, m, l), orthogonal to `against` (P, m, r) if given.
-
-    Classical Gram–Schmidt applied twice ("twice is enough", Giraud et al. 2005) then QR.  Columns that
-    vanish after projection (the Krylov space is exhausted, or J is rank-deficient) are replaced by fresh
-    random directions so the basis stays orthonormal; they add nothing but cost nothing either.
-    """
-    Y = Y.clone()
-    norms0 = torch.linalg.vector_norm(Y, dim=1).clamp_min(torch.finfo(Y.dtype).tiny)
-    for _ in range(2):
-        if against is not None:
-            Y = Y - against @ (against.mT @ Y)
-    eps = torch.finfo(Y.dtype).eps
-    weak = torch.linalg.vector_norm(Y, dim=1) < 64 * eps * norms0 * math.sqrt(Y.shape[1])
-    if bool(weak.any()):
-        R = torch.randn(Y.shape, generator=gen, dtype=torch.float64).to(Y)
-        Y = torch.where(weak.unsqueeze(1), R, Y)
-        for _ in range(2):
-            if against is not None:
-                Y = Y - against @ (against.mT @ Y)
-    Q, _ = torch.linalg.qr(Y)
-    if against is not None:  # one more pass: QR mixes columns, re-project what rounding let back in
-        Q = Q - against @ (against.mT @ Q)
-        Q, _ = torch.linalg.qr(Q)
-    return Q
 
 
 def _rayleigh_ritz(
@@ -228,18 +119,24 @@ def _rayleigh_ritz(
     return U, S[..., :k].to(B.dtype), Vh
 
 
-def _sign_fix(U: torch.Tensor, Vh: torch.Tensor, y: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Fix the sign of each singular pair (u, v) → (±u, ±v), so results are comparable across methods.
+def signs_toward(U: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+    """±1 per column u of U (..., d, k) so that ⟨±u, y⟩ > 0: the paper's convention, decoding each left
+    singular vector with the sign that pushes toward the actual output y.
 
-    With y known, ⟨u, y⟩ ≥ 0 (the paper decodes U with the sign aligned to the output); otherwise the
-    largest-magnitude entry of u is positive.
+    Where ⟨u, y⟩ = 0 exactly, or y is None / zero / of another size, the largest-magnitude entry of u
+    decides (positive), and an all-zero u keeps +1: deterministic, so results compare across methods.
     """
-    if y is not None and y.numel() == U.shape[-2] and bool(torch.any(y != 0)):
-        s = torch.sign(torch.einsum("...dk,d->...k", U, y.to(U)))
-    else:
-        idx = U.abs().argmax(dim=-2, keepdim=True)
-        s = torch.sign(torch.gather(U, -2, idx)).squeeze(-2)
-    s = torch.where(s == 0, torch.ones_like(s), s)
+    idx = U.abs().argmax(dim=-2, keepdim=True)
+    s = torch.sign(torch.gather(U, -2, idx)).squeeze(-2)
+    if y is not None and y.numel() == U.shape[-2]:
+        along = torch.sign(torch.einsum("...dk,d->...k", U, y.reshape(-1).to(U)))
+        s = torch.where(along != 0, along, s)
+    return torch.where(s == 0, torch.ones_like(s), s)
+
+
+def _sign_fix(U: torch.Tensor, Vh: torch.Tensor, y: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each singular pair (u, v) → (±u, ±v) with the sign of `signs_toward` (J = U S Vh is unchanged)."""
+    s = signs_toward(U, y)
     return U * s.unsqueeze(-2), Vh * s.unsqueeze(-1)
 
 
@@ -266,7 +163,7 @@ def subspace_angles(a: SVDResult, b: SVDResult, side: Literal["left", "right"] =
 
 
 def _krylov(
-    A: _Stacked,
+    A: Stacked,
     k: int,
     l: int,
     iters: int | None,
@@ -281,7 +178,7 @@ def _krylov(
     matrix B = J [Q_0 … Q_i] costs nothing extra.  The space is capped at min(d_in, d_out) (then exact).
     """
     cap = min(A.d_in, A.d_out)
-    Q = _orth(A.rmatvec_shared(Om), None, gen)  # (P, d_in, l)
+    Q = orthonormalize(A.rmatvec_shared(Om), None, gen)  # (P, d_in, l)
     n_vjp, n_jvp = 1, 0
     Qs: list[torch.Tensor] = [Q]
     Zs: list[torch.Tensor] = []
@@ -302,55 +199,54 @@ def _krylov(
         P_, _ = torch.linalg.qr(Zs[-1])
         Y = A.rmatvec(P_)
         n_vjp += 1
-        Qs.append(_orth(Y[..., : min(l, cap - dim)], Qall, gen))
+        Qs.append(orthonormalize(Y[..., : min(l, cap - dim)], Qall, gen))
         it += 1
 
 
 def _randomized(
-    A: _Stacked, k: int, q: int, Om: torch.Tensor, gen: torch.Generator
+    A: Stacked, k: int, q: int, Om: torch.Tensor, gen: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int, int, int, bool]:
     """HMT 2011 Algorithm 4.4 (randomized subspace iteration) on Jᵀ, orthonormalizing after every product."""
-    Q = _orth(A.rmatvec_shared(Om), None, gen)
+    Q = orthonormalize(A.rmatvec_shared(Om), None, gen)
     n_vjp, n_jvp = 1, 0
     for _ in range(q):
-        P_ = _orth(A.matvec(Q), None, gen)
-        Q = _orth(A.rmatvec(P_), None, gen)
+        P_ = orthonormalize(A.matvec(Q), None, gen)
+        Q = orthonormalize(A.rmatvec(P_), None, gen)
         n_jvp, n_vjp = n_jvp + 1, n_vjp + 1
     B = A.matvec(Q)
     U, S, Vh = _rayleigh_ritz(B, Q, k)
     return U, S, Vh, q, n_jvp + 1, n_vjp, True
 
 
-def _form_blocks(op: Any, tokens: list[int] | None, concat: bool) -> torch.Tensor:
-    """The Jacobian blocks as dense matrices (m, d_out, d_in), or (1, d_out, n·d_in) for "concat"."""
-    if hasattr(op, "jacobian"):
-        J = op.jacobian() if concat or tokens is None else op.jacobian(tokens=tokens)
-    else:
-        eye = torch.eye(op.d_out, dtype=op.dtype, device=_device(op))
-        J = op.vjp(eye) if concat or tokens is None else op.vjp(eye, tokens=tokens)
-    if concat:
-        return J.reshape(1, J.shape[0], -1)
-    return J.permute(1, 0, 2)
-
-
 def _exact(
     op: Any, tokens: list[int] | None, concat: bool
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Form J (or its blocks) and take its full SVD — the ground truth for tests."""
-    M = _form_blocks(op, tokens, concat)
+    M = form_blocks(op, tokens, concat)
     return torch.linalg.svd(M[0] if concat else M, full_matrices=False)
 
 
-def _dense_operator(M: torch.Tensor) -> _Stacked:
-    """Formed blocks M (P, d_out, d_in) as an operator: every pass is one batched matrix product."""
-    return _Stacked(
-        lambda X: M @ X, lambda Y: M.mT @ Y, lambda Om: M.mT @ Om, M.shape[0], M.shape[2], M.shape[1]
-    )
+# Passes (JVP + VJP pairs) block Krylov needs on real models before the top-8 settle to TOL: 6-10 on
+# Gemma 3 270M (docs/notes-analysis.md); the cost model of method="auto" assumes this many.
+TYPICAL_PASSES = 8
+# Formed blocks beyond this size are never chosen by method="auto" (they would dominate memory).
+FORMED_MAX_BYTES = 1 << 30
+# Block Krylov stops once the top-k Ritz values move by less than this (relative) in a pass: on Gemma 3
+# 270M the top-8 are then within ~1e-6 of exact (the float32 floor); 1e-3 saved no passes at 32/128
+# tokens, and a residual-based stop saved none either (both measured, reverted).
+TOL = 1e-4
+# At most this many passes after the first: the slowest case measured (Gemma's flat spectra at 128
+# tokens, σ1/σ8 ≈ 1.5) converged in 10.
+MAX_ITERS = 12
+# Power iterations of method="randomized" (HMT 2011 recommend q = 1-2 for fast-decaying spectra; 4 gets
+# it to ~5e-3 on Gemma's flat ones, and it is kept only as a comparison).
+RANDOMIZED_POWER_ITERS = 4
 
 
-# Passes (JVP + VJP pairs) block Krylov typically needs on real models before the top-8 settle to 1e-4.
-_TYPICAL_PASSES = 8
-_EXACT_MAX_BYTES = 1 << 30
+def default_oversample(k: int) -> int:
+    """Extra columns per block: at least 16 (a pass over quantized weights costs about the same for 8 or 32
+    vectors, decoding dominates, and a wider block converges in fewer passes), and at least k."""
+    return max(16, k)
 
 
 def _exact_is_cheaper(op: Any, tokens: list[int], concat: bool, width: int) -> bool:
@@ -362,40 +258,11 @@ def _exact_is_cheaper(op: Any, tokens: list[int], concat: bool, width: int) -> b
     first = 0 if concat else min(tokens)
     exact_rows = op.d_out * (n - first)
     spans = n if concat else sum(n - j for j in tokens)
-    iterative_rows = 2 * _TYPICAL_PASSES * width * spans
+    iterative_rows = 2 * TYPICAL_PASSES * width * spans
     itemsize = torch.finfo(op.dtype).bits // 8
     blocks = n if concat else len(tokens)
-    fits = op.d_out * blocks * op.d_in * itemsize <= _EXACT_MAX_BYTES
+    fits = op.d_out * blocks * op.d_in * itemsize <= FORMED_MAX_BYTES
     return fits and exact_rows <= iterative_rows
-
-
-def _device(op: Any) -> torch.device:
-    for name in ("output", "x"):
-        t = getattr(op, name, None)
-        if isinstance(t, torch.Tensor):
-            return t.device
-    return torch.device("cpu")
-
-
-def _resolve_tokens(op: Any, token: Token) -> tuple[list[int], int | str | list[int]]:
-    n = int(op.n_tokens)
-    if isinstance(token, str):
-        if token not in ("all", "concat"):
-            raise ValueError(f"token must be an index, a list of indices, 'all' or 'concat', got {token!r}")
-        return list(range(n)), token
-    items = [token] if isinstance(token, int) else list(token)
-    if not items:
-        raise ValueError("token list is empty")
-    out = []
-    for t in items:
-        if not isinstance(t, int) or isinstance(t, bool):
-            raise ValueError(f"token indices must be integers, got {t!r}")
-        if not -n <= t < n:
-            raise ValueError(f"token index {t} out of range for {n} input tokens")
-        out.append(t % n)
-    if len(set(out)) != len(out):
-        raise ValueError(f"token indices repeat: {items}")
-    return out, (out[0] if isinstance(token, int) else out)
 
 
 def svd(
@@ -407,8 +274,8 @@ def svd(
     oversample: int | None = None,
     power_iters: int | None = None,
     seed: int = 0,
-    tol: float = 1e-4,
-    max_iters: int = 12,
+    tol: float = TOL,
+    max_iters: int = MAX_ITERS,
     progress: bool = False,
 ) -> SVDResult:
     """Top-k singular triplets of the Jacobian block(s) of `op` (see the module docstring).
@@ -419,7 +286,7 @@ def svd(
     short prompt — and they fit in 1 GiB: then block Krylov runs on the formed blocks, reported as
     method "formed"; else "krylov"), "krylov", "randomized" or "exact" (full SVD of the formed blocks).
     tol: "krylov" stops once the top-k Ritz values change by less than tol (relative) in a pass.
-    oversample: extra columns per block (default max(16, k)).
+    oversample: extra columns per block (default `default_oversample(k)`).
     power_iters: passes after the first (default: "krylov" iterates to `tol`, "randomized" uses 4).
     seed: the Gaussian start block's seed.  progress: a tqdm bar over per-token passes.
     """
@@ -431,7 +298,7 @@ def svd(
         raise ValueError(f"oversample must be a non-negative integer, got {oversample!r}")
     if power_iters is not None and (not isinstance(power_iters, int) or power_iters < 0):
         raise ValueError(f"power_iters must be a non-negative integer, got {power_iters!r}")
-    tokens, label = _resolve_tokens(op, token)
+    tokens, label = resolve_tokens(op, token)
     concat = label == "concat"
     d_in = op.d_in * (op.n_tokens if concat else 1)
     rank_cap = min(d_in, op.d_out)
@@ -441,7 +308,7 @@ def svd(
     y = getattr(op, "output", None)
     y = y.reshape(-1) if isinstance(y, torch.Tensor) else None
 
-    l = min(k + (max(16, k) if oversample is None else oversample), rank_cap)
+    l = min(k + (default_oversample(k) if oversample is None else oversample), rank_cap)
     formed = method == "auto" and _exact_is_cheaper(op, tokens, concat, l)
     method = "krylov" if method == "auto" else method
     if method == "exact":
@@ -453,15 +320,15 @@ def svd(
         return SVDResult(U, S, Vh, label, tokens, "exact", k, seed=seed, op=op)
 
     if formed:  # the blocks are cheaper to form than to probe; their top-k then costs next to nothing
-        A = _dense_operator(_form_blocks(op, None if concat else tokens, concat))
+        A = dense_operator(form_blocks(op, None if concat else tokens, concat))
     else:
-        A = _concat_operator(op) if concat else _token_operator(op, tokens, progress)
+        A = concat_operator(op) if concat else token_operator(op, tokens, progress)
     # Wide blocks are nearly free: a pass over quantized weights costs about the same for 8 or 32 vectors
     # (decoding the weights dominates), and a wider block converges in fewer passes (l, above).
     gen = torch.Generator().manual_seed(seed)
-    Om = torch.randn(op.d_out, l, generator=gen, dtype=torch.float64).to(dtype=op.dtype, device=_device(op))
+    Om = torch.randn(op.d_out, l, generator=gen, dtype=torch.float64).to(dtype=op.dtype, device=device_of(op))
     if method == "randomized":
-        out = _randomized(A, k, 4 if power_iters is None else power_iters, Om, gen)
+        out = _randomized(A, k, RANDOMIZED_POWER_ITERS if power_iters is None else power_iters, Om, gen)
     else:
         out = _krylov(A, k, l, power_iters, max_iters, tol, Om, gen)
     U, S, Vh, iters, n_jvp, n_vjp, converged = out

@@ -1,6 +1,6 @@
 """A fake `Linearization`: an explicit Jacobian tensor J (d_out, n, d_in) behind the engine's interface.
 
-The analysis code (pylin.svd, decoding, dimensionality, attribution) only needs `jvp`, `vjp`, `jacobian`,
+The analysis code (pylin.svd, readout, dimensionality, attribution) only needs `jvp`, `vjp`, `jacobian`,
 `n_tokens`, `d_in`, `d_out`, `dtype`, `x`, `output` and a `model` with an LM head and an embedding table;
 this class gives all of them from einsums over a known J, so the algorithms are tested against exact
 linear algebra without a model.  Each block J_j is low rank plus noise with a geometrically decaying

@@ -1,4 +1,4 @@
-"""Tests for the analyses on a linearization: decoding (pylin.decoding), stable rank and Hutch++
+"""Tests for the analyses on a linearization: decoding (pylin.readout), stable rank and Hutch++
 (pylin.dimensionality), attribution (pylin.attribution), on the fake linearization of
 tests/fake_linearization.py; then on tiny models of every family (tests/tiny_models.py) and on the real
 Gemma 3 270M (marked realmodel, skipped without the package).
@@ -13,10 +13,11 @@ import torch
 from fake_linearization import FakeLinearization, FakeModel
 
 from pylin.attribution import attribute
-from pylin.decoding import Table, show_token
 from pylin.dimensionality import frobenius_sq, stable_rank
-from pylin.layers import emergence
+from pylin.emergence import emergence
+from pylin.readout import show_token
 from pylin.svd import subspace_angles, svd
+from pylin.table import Table
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 """The linearization engine against torch autograd, for every family, dtype and site.
 
 The truths here are not pylin's: torch autograd differentiating the pure-PyTorch detached model on
-dequantized weights (pylin.reference), and the identities of linearization.md.
+dequantized weights (pylin.reference), and the identities of docs/linearization.md.
 """
 
 from __future__ import annotations

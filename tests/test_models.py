@@ -20,7 +20,7 @@ import tiny_models as tm
 import torch
 
 import pylin
-from pylin import decoder
+from pylin import forward
 from pylin.errors import UnsupportedArchitectureError
 from pylin.qtensor import QTensor
 
@@ -159,7 +159,7 @@ def test_quantize_at_load(tiny):
     # Reference: the same forward on the dequantized quantized weights.
     weights = model.weights.dequantized(torch.float64)
     x = model.embed(IDS).double()
-    ref = decoder.forward(model, weights, x, linear=decoder.torch_linear).hidden @ weights.lm_head.T
+    ref = forward.forward(model, weights, x, linear=forward.torch_linear).hidden @ weights.lm_head.T
     check_logits(model.logits(IDS), ref, TOL["hf"], "llama quantize=Q4_K")
 
 
@@ -317,7 +317,7 @@ def test_detached_forward_is_linear(tiny, family):
     x = model.embed(IDS[:6])
 
     def f(inp: torch.Tensor) -> torch.Tensor:
-        return decoder.forward(model, weights, inp, linear=decoder.torch_linear, detach=True).hidden
+        return forward.forward(model, weights, inp, linear=forward.torch_linear, detach=True).hidden
 
     y = f(x)
     torch.testing.assert_close(y, model.forward(x).hidden, rtol=1e-10, atol=1e-10)
@@ -328,7 +328,7 @@ def test_detached_forward_is_linear(tiny, family):
 
     # without detaching, the same identity fails: the network is not linear
     def g(inp):
-        return decoder.forward(model, weights, inp, linear=decoder.torch_linear).hidden
+        return forward.forward(model, weights, inp, linear=forward.torch_linear).hidden
 
     assert rel_error(torch.func.jvp(g, (x,), (x,))[1], y) > 1e-3
 

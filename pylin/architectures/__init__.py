@@ -13,7 +13,7 @@ from .base import ArchConfig, Family, config_from_gguf, config_from_hf
 FAMILIES: dict[str, Family] = {m.FAMILY.name: m.FAMILY for m in (llama, mistral, qwen3, gemma3, phi3, olmo2)}
 
 __all__ = [
-    "FAMILIES", "ArchConfig", "Family", "config_from_gguf", "config_from_hf", "family", "family_for_gguf",
+    "FAMILIES", "ArchConfig", "Family", "config_from_gguf", "config_from_hf", "family_for_gguf",
     "family_for_hf",
 ]  # fmt: skip
 
@@ -23,13 +23,6 @@ def _unsupported(kind: str, name: str, known: list[str]) -> UnsupportedArchitect
         f"unsupported {kind} architecture {name!r}; pylin supports {', '.join(sorted(known))} "
         f"(families: {', '.join(FAMILIES)})"
     )
-
-
-def family(name: str) -> Family:
-    """A family by pylin's name ("llama", "mistral", "qwen3", "gemma3", "phi3", "olmo2")."""
-    if name not in FAMILIES:
-        raise _unsupported("model", name, list(FAMILIES))
-    return FAMILIES[name]
 
 
 def family_for_hf(model_type: str) -> Family:

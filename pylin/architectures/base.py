@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..rope import Rope, make_rope
 
 NORM_SLOTS = ("attn_norm", "post_attn_norm", "mlp_norm", "post_mlp_norm")
-LINEAR_SLOTS = ("q", "k", "v", "o", "gate", "up", "down")
 
 # Hugging Face module names (after "model.layers.{i}.") of the slots every family shares.
 HF_COMMON = {
@@ -60,7 +59,6 @@ class ArchConfig:
     final_logit_softcap: float | None = None
     bos_token_id: int | None = None
     eos_token_id: int | list[int] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.attn_scale == 0.0:

@@ -18,9 +18,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from .decoding import Table, logit_lens, show_token
 from .dimensionality import stable_rank
+from .indices import index
+from .readout import logit_lens, show_token
 from .svd import svd
+from .table import Table
 
 __all__ = ["COMPONENTS", "parse_layers", "emergence"]
 
@@ -54,22 +56,16 @@ def parse_layers(spec: str | Sequence[int] | None, n_layers: int) -> list[int]:
                 f"cannot read layers {spec!r}; use 'all', 'none', '0,4,8' or 'start:stop:step'"
             ) from None
     else:
-        items = [int(i) for i in spec]
-    out = []
-    for i in items:
-        j = i + n_layers if i < 0 else i
-        if not 0 <= j < n_layers:
-            raise ValueError(f"layer {i} out of range for a model with {n_layers} layers (0..{n_layers - 1})")
-        if j not in out:
-            out.append(j)
+        items = list(spec)
+    out = list(dict.fromkeys(index(i, n_layers, "layer") for i in items))  # repeats dropped, order kept
     if not out:
         raise ValueError(f"layers {spec!r} selects no layer")
     return out
 
 
 def emergence(
-    model: Any,
-    text_or_ids: Any,
+    source: Any,
+    text_or_ids: Any = None,
     *,
     layers: str | Sequence[int] = "all",
     components: Sequence[str] = ("resid", "attn", "mlp"),
@@ -83,7 +79,13 @@ def emergence(
     seed: int = 0,
     progress: bool = False,
 ) -> Table:
-    """The emergence table (see the module docstring): one row per (layer, component)."""
+    """The emergence table (see the module docstring): one row per (layer, component).
+
+    source: a Model (with the prompt as text_or_ids) or a Linearization of the prompt, whose frozen
+    state every site then reuses (no second forward pass).
+    """
+    frozen = _frozen_state(source, text_or_ids)
+    model = frozen.model
     chosen = parse_layers(layers, model.n_layers)
     bad = [c for c in components if c not in COMPONENTS]
     if bad or not components:
@@ -97,17 +99,13 @@ def emergence(
 
         it = tqdm(jobs, desc="layers", unit="site", leave=False)
     rows = []
-    frozen = model.linearize(text_or_ids)  # one forward pass; every site below reuses its frozen state
     for i, comp in it:
         site = f"blocks.{i}.{COMPONENTS[comp]}"
         wrt = f"blocks.{i}.resid_pre" if layerwise and i > 0 else "embed"
         lin = frozen.at(output=site, wrt=wrt, normed=normed)
         res = svd(lin, k=k, token=token, seed=seed)
         sr = stable_rank(lin, token, samples=samples, seed=seed, svd_result=res)
-        u = res.U.mT[:show]
-        y = lin.output.reshape(-1).to(u)
-        if float(y.norm()) > 0:  # sign toward y (svd already does; kept explicit for other callers)
-            u = u * (u @ y).sign().clamp_min(0).mul(2).sub(1)[:, None]
+        u = res.U.mT[:show]  # svd signs each u toward y (svd.signs_toward)
         weight = None if normed else getattr(model.weights, "final_norm", None)
         decoded = logit_lens(model, u, top, weight)
         row: dict[str, Any] = {
@@ -130,3 +128,14 @@ def emergence(
     what = "each layer w.r.t. its own input" if layerwise else "w.r.t. the input embeddings"
     title = f"emergence: top singular vectors of each layer's Jacobian ({what}), decoded"
     return Table(rows, display, title)
+
+
+def _frozen_state(source: Any, text_or_ids: Any) -> Any:
+    """The linearization whose frozen state every site reuses: `source` itself, or one forward pass."""
+    if hasattr(source, "at") and hasattr(source, "forward_result"):  # a Linearization
+        if text_or_ids is not None:
+            raise ValueError("pass either a linearization or a model and a prompt, not both")
+        return source
+    if text_or_ids is None:
+        raise ValueError("emergence(model, text_or_ids): the prompt is missing")
+    return source.linearize(text_or_ids)

@@ -6,7 +6,7 @@
 float tensors with `x @ w.T`, so the same code is differentiable by autograd (pylin.reference).
 With detach=True the frozen coefficients of the detached linearization are cut from the graph, and only
 they: every RMSNorm scale r = rsqrt(mean(x²)+ε), the whole activated MLP gate, the attention
-probabilities (docs: ../shared/reference/linearization.md).  Operation order and precision follow
+probabilities (docs/linearization.md).  Operation order and precision follow
 transformers, so float32 logits match it to rounding.
 Tests: tests/test_models.py (logits vs transformers, records, detach/autograd).
 """
@@ -81,7 +81,7 @@ def _activation(name: str, x: torch.Tensor) -> torch.Tensor:
     raise ValueError(f"unknown activation {name!r}")
 
 
-class _Positions:
+class Positions:
     """Per-forward cache of RoPE tables and attention masks, shared by layers with equal settings."""
 
     def __init__(self, n: int, dtype: torch.dtype, device: torch.device | str = "cpu") -> None:
@@ -108,8 +108,8 @@ class _Positions:
         return self._mask[window]
 
 
-def _attention(
-    cfg: ArchConfig, i: int, lw: Any, h: torch.Tensor, linear: Linear, detach: bool, pos: _Positions
+def attention_branch(
+    cfg: ArchConfig, i: int, lw: Any, h: torch.Tensor, linear: Linear, detach: bool, pos: Positions
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(o_proj(P · V), P) for the normed input h (n, d)."""
     n, hd, n_heads, n_kv = h.shape[0], cfg.head_dim, cfg.n_heads, cfg.n_kv_heads
@@ -138,7 +138,7 @@ def _attention(
     return linear(mixed, lw.o), probs
 
 
-def _mlp(
+def mlp_branch(
     cfg: ArchConfig, lw: Any, h: torch.Tensor, linear: Linear, detach: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(down(act(gate(h)) ⊙ up(h)), act(gate(h)))."""
@@ -148,51 +148,66 @@ def _mlp(
     return linear(gate * linear(h, lw.up), lw.down), gate
 
 
-def _maybe_norm(x: torch.Tensor, w: torch.Tensor | None, eps: float, detach: bool):
+def optional_norm(
+    x: torch.Tensor, w: torch.Tensor | None, eps: float, detach: bool
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """rms_norm(x, w) for a family that has this norm (w given), else (x, None)."""
     if w is None:
         return x, None
     return rms_norm(x, w, eps, detach)
 
 
-def layer_forward(
-    cfg: ArchConfig,
-    i: int,
-    lw: Any,
-    x: torch.Tensor,
-    linear: Linear,
-    detach: bool,
-    pos: _Positions,
-    record: bool,
-) -> tuple[torch.Tensor, LayerRecord | None]:
+@dataclass
+class LayerValues:
+    """Everything one layer computes from its input x, still attached to autograd's graph."""
+
+    x: torch.Tensor
+    attn_norm_scale: torch.Tensor | None
+    attn_probs: torch.Tensor
+    attn_out: torch.Tensor
+    post_attn_norm_scale: torch.Tensor | None
+    mid: torch.Tensor  # x + attn_out
+    mlp_norm_scale: torch.Tensor | None
+    mlp_gate: torch.Tensor
+    mlp_out: torch.Tensor
+    post_mlp_norm_scale: torch.Tensor | None
+    out: torch.Tensor  # mid + mlp_out
+
+    def record(self) -> LayerRecord:
+        """The detached record the linearization freezes."""
+
+        def keep(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t.detach()
+
+        return LayerRecord(
+            resid_pre=self.x.detach(),
+            attn_norm_scale=keep(self.attn_norm_scale),
+            attn_probs=self.attn_probs.detach(),
+            attn_out=self.attn_out.detach(),
+            post_attn_norm_scale=keep(self.post_attn_norm_scale),
+            mlp_norm_scale=keep(self.mlp_norm_scale),
+            mlp_gate=self.mlp_gate.detach(),
+            mlp_out=self.mlp_out.detach(),
+            post_mlp_norm_scale=keep(self.post_mlp_norm_scale),
+            resid_post=self.out.detach(),
+        )
+
+
+def layer_values(
+    cfg: ArchConfig, i: int, lw: Any, x: torch.Tensor, linear: Linear, detach: bool, pos: Positions
+) -> LayerValues:
     """One decoder layer: x + attn_branch, then + mlp_branch; each branch optionally pre-/post-normed."""
     eps = cfg.norm_eps
-    h, attn_norm_r = _maybe_norm(x, lw.attn_norm, eps, detach)
-    attn, probs = _attention(cfg, i, lw, h, linear, detach, pos)
-    attn, post_attn_r = _maybe_norm(attn, lw.post_attn_norm, eps, detach)
+    h, attn_norm_r = optional_norm(x, lw.attn_norm, eps, detach)
+    attn, probs = attention_branch(cfg, i, lw, h, linear, detach, pos)
+    attn, post_attn_r = optional_norm(attn, lw.post_attn_norm, eps, detach)
     mid = x + attn
-    h, mlp_norm_r = _maybe_norm(mid, lw.mlp_norm, eps, detach)
-    mlp, gate = _mlp(cfg, lw, h, linear, detach)
-    mlp, post_mlp_r = _maybe_norm(mlp, lw.post_mlp_norm, eps, detach)
-    out = mid + mlp
-    if not record:
-        return out, None
-
-    def keep(t: torch.Tensor | None) -> torch.Tensor | None:
-        return None if t is None else t.detach()
-
-    rec = LayerRecord(
-        resid_pre=x.detach(),
-        attn_norm_scale=keep(attn_norm_r),
-        attn_probs=probs.detach(),
-        attn_out=attn.detach(),
-        post_attn_norm_scale=keep(post_attn_r),
-        mlp_norm_scale=keep(mlp_norm_r),
-        mlp_gate=gate.detach(),
-        mlp_out=mlp.detach(),
-        post_mlp_norm_scale=keep(post_mlp_r),
-        resid_post=out.detach(),
+    h, mlp_norm_r = optional_norm(mid, lw.mlp_norm, eps, detach)
+    mlp, gate = mlp_branch(cfg, lw, h, linear, detach)
+    mlp, post_mlp_r = optional_norm(mlp, lw.post_mlp_norm, eps, detach)
+    return LayerValues(
+        x, attn_norm_r, probs, attn, post_attn_r, mid, mlp_norm_r, gate, mlp, post_mlp_r, mid + mlp
     )
-    return out, rec
 
 
 def forward(
@@ -219,14 +234,15 @@ def forward(
         raise ValueError(f"layers [{start_layer}, {stop}) outside 0..{cfg.n_layers}")
     if x.ndim != 2 or x.shape[1] != cfg.d_model or x.shape[0] == 0:
         raise ValueError(f"x must have shape (n > 0, {cfg.d_model}), got {tuple(x.shape)}")
-    pos = _Positions(x.shape[0], x.dtype, x.device)
+    pos = Positions(x.shape[0], x.dtype, x.device)
     result = ForwardResult(hidden=None, output=x)
     for i in range(start_layer, stop):
         if resid_hook is not None:
             x = resid_hook(i, x)
-        x, rec = layer_forward(cfg, i, weights.layers[i], x, linear, detach, pos, record)
-        if rec is not None:
-            result.layers.append(rec)
+        values = layer_values(cfg, i, weights.layers[i], x, linear, detach, pos)
+        x = values.out
+        if record:
+            result.layers.append(values.record())
         if return_resid:
             result.resid.append(x)
     result.output = x

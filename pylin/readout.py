@@ -1,6 +1,6 @@
-"""pylin.decoding — singular vectors as tokens, and the small `Table` every analysis returns.
+"""pylin.readout — vectors read as tokens: the logit lens and nearest input embeddings.
 
-    table = decode_svd(lin.svd(k=8), lin)     # one row per singular triplet
+    table = decode_svd(lin.svd(k=8), lin)     # one row per singular triplet (a pylin.table.Table)
     print(table)                               # readable; table.to_dicts(), table.to_pandas()
 
 Left singular vectors u live in the output space; they decode through the LM head like a logit lens
@@ -15,96 +15,19 @@ the whole table at once.  Tests: tests/test_analysis.py.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
 from .qtensor import QTensor
+from .svd import signs_toward
+from .table import Table
 
-__all__ = ["Table", "logit_lens", "nearest_embeddings", "decode_svd", "show_token", "token_text"]
+__all__ = ["logit_lens", "nearest_embeddings", "decode_svd", "show_token", "token_text"]
 
 _ROWS_PER_CHUNK = 8192  # rows of the embedding table dequantized at a time when computing row norms
 _norm_cache: dict[int, tuple[QTensor, torch.Tensor]] = {}
-
-
-class Table:
-    """Rows of named values: what every pylin analysis returns.
-
-    `to_dicts()` gives plain Python (JSON-ready), `to_pandas()` a DataFrame when pandas is installed, and
-    `str(table)` a fixed-width rendering of the `display` columns (lists shown comma-separated).
-    """
-
-    def __init__(
-        self, rows: Sequence[dict[str, Any]], display: Sequence[str] | None = None, title: str = ""
-    ) -> None:
-        self.rows = [dict(r) for r in rows]
-        self.columns = list(self.rows[0]) if self.rows else list(display or [])
-        self.display = list(display) if display is not None else self.columns
-        self.title = title
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        return self.rows[i]
-
-    def __iter__(self) -> Iterable[dict[str, Any]]:
-        return iter(self.rows)
-
-    def column(self, name: str) -> list[Any]:
-        return [r[name] for r in self.rows]
-
-    def to_dicts(self) -> list[dict[str, Any]]:
-        return [{k: _plain(v) for k, v in r.items()} for r in self.rows]
-
-    def to_pandas(self) -> Any:
-        try:
-            import pandas as pd
-        except ImportError:
-            raise ImportError("Table.to_pandas() needs pandas (pip install pandas); use to_dicts()") from None
-        return pd.DataFrame(self.to_dicts())
-
-    def __str__(self) -> str:
-        cells = [[_cell(r.get(c)) for c in self.display] for r in self.rows]
-        widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(self.display)]
-        widths = [min(w, 48) for w in widths]
-        lines = [self.title] if self.title else []
-        lines.append("  ".join(c.ljust(w)[:w] for c, w in zip(self.display, widths, strict=True)).rstrip())
-        lines.append("  ".join("-" * w for w in widths))
-        for row in cells:
-            lines.append("  ".join(_fit(c, w) for c, w in zip(row, widths, strict=True)).rstrip())
-        return "\n".join(lines)
-
-    def __repr__(self) -> str:
-        return f"Table({len(self.rows)} rows: {', '.join(self.columns)})"
-
-
-def _plain(v: Any) -> Any:
-    if isinstance(v, torch.Tensor):
-        return v.tolist()
-    if isinstance(v, np.generic):
-        return v.item()
-    if isinstance(v, np.ndarray):
-        return v.tolist()
-    if isinstance(v, (list, tuple)):
-        return [_plain(x) for x in v]
-    return v
-
-
-def _cell(v: Any) -> str:
-    if v is None:
-        return "—"
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    if isinstance(v, (list, tuple)):
-        return ", ".join(_cell(x) for x in v)
-    return str(v)
-
-
-def _fit(text: str, width: int) -> str:
-    return text.ljust(width) if len(text) <= width else text[: width - 1] + "…"
 
 
 def show_token(text: str) -> str:
@@ -207,8 +130,8 @@ def decode_svd(res: Any, lin: Any, top: int = 5) -> Table:
     left = U.shape[-2] == d_model
     if left:
         u = U.mT.reshape(m * k, -1)
-        if isinstance(y, torch.Tensor) and y.numel() == d_model:
-            u = u * torch.where((u @ y.to(u).reshape(-1)) < 0, -1.0, 1.0).to(u)[:, None]
+        y = y if isinstance(y, torch.Tensor) else None
+        u = u * signs_toward(u.T, y)[:, None]
         weight = _lens_weight(lin)
         pos, neg = logit_lens(model, u, top, weight), logit_lens(model, -u, top, weight)
     if res.token == "concat":
