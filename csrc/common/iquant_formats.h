@@ -119,9 +119,20 @@ static_assert(sizeof(block_iq4_xs) == 136, "block_iq4_xs size");
 // ---- groups of 8 weights --------------------------------------------------------------------------
 // `b` is the block (unaligned), g the group (0 .. block_size/8 - 1), y receives 8 floats.
 
+// v * (bit ? -1 : 1), the reference's multiplication by a sign, as a flip of the sign bit: the same
+// bits for every float (zeros included), without a branch per weight on random sign bits (the
+// branchy form ran at ~30 cycles per weight in the portable build).
+PYLIN_HD float negate_if(float v, uint32_t bit) {
+    uint32_t u;
+    memcpy(&u, &v, sizeof u);
+    u ^= bit << 31;
+    memcpy(&v, &u, sizeof v);
+    return v;
+}
+
 // y[j] = s * grid[j] * (bit j of signs ? -1 : 1), the grid entry's bytes unsigned.
 PYLIN_HD void signed_grid_8(float s, uint64_t grid, uint32_t signs, float* y) {
-    for (int j = 0; j < 8; ++j) y[j] = s * (float)(uint8_t)(grid >> (8 * j)) * ((signs >> j) & 1 ? -1.f : 1.f);
+    for (int j = 0; j < 8; ++j) y[j] = negate_if(s * (float)(uint8_t)(grid >> (8 * j)), (signs >> j) & 1);
 }
 
 PYLIN_HD void decode_iq2_xxs_group(const uint8_t* b, int g, float* y) {
@@ -153,8 +164,8 @@ PYLIN_HD void decode_iq2_s_group(const uint8_t* b, int g, float* y) {
 // Two 4-wide grid entries (IQ3): y[j] = s * grid[j] * sign(j), j < 4 from g0, j >= 4 from g1.
 PYLIN_HD void signed_grid_4x2(float s, uint32_t g0, uint32_t g1, uint32_t signs, float* y) {
     for (int j = 0; j < 4; ++j) {
-        y[j] = s * (float)(uint8_t)(g0 >> (8 * j)) * ((signs >> j) & 1 ? -1.f : 1.f);
-        y[j + 4] = s * (float)(uint8_t)(g1 >> (8 * j)) * ((signs >> (j + 4)) & 1 ? -1.f : 1.f);
+        y[j] = negate_if(s * (float)(uint8_t)(g0 >> (8 * j)), (signs >> j) & 1);
+        y[j + 4] = negate_if(s * (float)(uint8_t)(g1 >> (8 * j)), (signs >> (j + 4)) & 1);
     }
 }
 
