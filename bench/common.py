@@ -1,9 +1,16 @@
-"""Shared benchmark helpers: timing (warm-up + median of N), peak RSS, and a JSON writer that records
-the commit, the machine, the thread count and the load on the machine while the benchmark ran.
+"""Shared benchmark helpers: timing (warm-up + median of N), peak RSS, the `--smoke` / `--json` flags
+every script takes, and a JSON writer that records the commit, the machine, the thread count and the
+load on the machine while the benchmark ran.
 
-    from bench.common import time_call, write_results
+    from common import add_output_args, time_call, write_results    # bench/ is the script's directory
     ms = time_call(lambda: f(x), repeats=7)             # median milliseconds
-    path = write_results("matmul", rows, extra={...})   # bench/results/matmul-<date>.json
+    if writes_results(args):
+        path = write_results("matmul", rows, threads, extra={...}, tag=args.tag)
+
+Results files are named <benchmark>-<date>-<commit>[-<tag>].json (the tag says what subset ran, e.g.
+"small-m"), so runs of two commits sit side by side: `python bench/compare.py OLD.json NEW.json`.
+The scripts import the *installed* pylin: bench/ (their own folder) is on sys.path, never the
+repository root, whose source `pylin/` has no built native module.
 """
 
 from __future__ import annotations
@@ -109,17 +116,35 @@ def machine_info(threads: int) -> dict[str, Any]:
     }
 
 
+def add_output_args(parser: Any) -> None:
+    """The flags every bench script shares: --smoke (tiny sizes, seconds, the same code path, no results
+    file unless --json), --json / --no-json, --tag (suffix of the results file name)."""
+    parser.add_argument(
+        "--smoke", action="store_true", help="tiny sizes that run in seconds; writes no results unless --json"
+    )
+    parser.add_argument("--json", action="store_true", help="write the results file (also with --smoke)")
+    parser.add_argument("--no-json", action="store_true", help="print only, write no results file")
+    parser.add_argument("--tag", default="", help="what this run covers, appended to the file name")
+
+
+def writes_results(args: Any) -> bool:
+    """Whether a run with these flags writes its JSON: by default yes, with --smoke only if --json."""
+    return not args.no_json and (args.json or not args.smoke)
+
+
 def write_results(
     name: str, rows: list[dict[str, Any]], threads: int, extra: dict[str, Any] | None = None, tag: str = ""
 ) -> Path:
-    """Write {meta, rows} to bench/results/<name>-<date>[-<tag>].json and return the path."""
+    """Write {meta, rows} to bench/results/<name>-<date>-<commit>[-<tag>].json and return the path."""
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     now = _dt.datetime.now()
-    meta = {"benchmark": name, "date": now.isoformat(timespec="seconds"), "commit": commit_hash()}
+    commit = commit_hash()
+    meta = {"benchmark": name, "date": now.isoformat(timespec="seconds"), "commit": commit}
     meta.update(machine_info(threads))
     meta["peak_rss_mb"] = round(peak_rss_mb(), 1)
     meta.update(extra or {})
-    path = RESULTS_DIR / f"{name}-{now:%Y-%m-%d}{'-' + tag if tag else ''}.json"
+    stem = f"{name}-{now:%Y-%m-%d}-{commit.replace('+', '-')}{'-' + tag if tag else ''}"
+    path = RESULTS_DIR / f"{stem}.json"
     path.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
     return path
 

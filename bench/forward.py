@@ -12,6 +12,7 @@ Reference point: llama.cpp measured ~710 tokens/s prompt throughput on the same 
     python bench/forward.py                       # everything; JSON to bench/results/forward-<date>.json
     python bench/forward.py --skip-8b             # Gemma only
     python bench/forward.py --omp-passive         # children run with OMP_WAIT_POLICY=PASSIVE
+    python bench/forward.py --smoke               # Gemma at 8 tokens, one repeat, no 8B; no results file
 
 pylin's kernels run on their own sleeping thread pool and the forward pass runs torch single-threaded
 around them (pylin.kernels.kernel_threads), so torch's spinning OpenMP workers no longer compete with
@@ -30,11 +31,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+from common import add_output_args, peak_rss_mb, print_table, time_call, write_results, writes_results
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-
-from bench.common import peak_rss_mb, print_table, time_call, write_results  # noqa: E402
 
 SYNTHETIC_8B = Path("/tmp/pylin-bench/llama-3-8b-q4_0.gguf")
 LLAMA_CPP_GEMMA_TOKENS_PER_S = 710.0  # issue 3: llama.cpp, same file, 2 threads, idle machine
@@ -153,7 +152,10 @@ def main() -> None:
     parser.add_argument(
         "--omp-passive", action="store_true", help="children run with OMP_WAIT_POLICY=PASSIVE"
     )
+    add_output_args(parser)
     args = parser.parse_args()
+    if args.smoke:
+        args.tokens, args.repeats, args.skip_8b = [8], 1, True
     if args.child:
         print(json.dumps(run_case(args.child, args.tokens, args.repeats, args.path)))
         return
@@ -172,19 +174,19 @@ def main() -> None:
     if not args.skip_8b:
         if not args.llama8b.exists():
             args.llama8b.parent.mkdir(parents=True, exist_ok=True)
-            from bench.make_synthetic_gguf import write
+            from make_synthetic_gguf import write
 
             write("llama-3-8b", "Q4_0", args.llama8b)
         rows += spawn("llama-3-8b-Q4_0 pylin", [n for n in (args.tokens or [8, 128]) if n <= 128], 3,
                       str(args.llama8b), passive)  # fmt: skip
-        rows.append({"case": "llama-3-8b-Q4_0 transformers", "error": "not run: float32 weights are 32 GB, "
-                     "more than this machine's memory"})  # fmt: skip
-    ok = [r for r in rows if "error" not in r]
+        rows.append({"case": "llama-3-8b-Q4_0 transformers", "skipped": "not run: float32 weights are "
+                     "32 GB, more than this machine's memory"})  # fmt: skip
+    ok = [r for r in rows if "error" not in r and "skipped" not in r]
     print_table(ok, [("case", "case", ""), ("tokens", "tokens", "d"), ("forward_ms", "ms", ".1f"),
                      ("tokens_per_s", "tok/s", ".1f"), ("peak_rss_mb", "peak RSS MB", ".0f")])  # fmt: skip
     for r in rows:
-        if "error" in r:
-            print(f"{r['case']}: {r['error']}")
+        if "error" in r or "skipped" in r:
+            print(f"{r['case']}: {r.get('error') or r['skipped']}")
     by = {(r["case"], r["tokens"]): r for r in ok}
     for n in gemma_tokens:
         a, b = by.get(("gemma3-270m pylin", n)), by.get(("gemma3-270m transformers", n))
@@ -193,9 +195,12 @@ def main() -> None:
             print(f"gemma3-270m {n} tokens: transformers_time / pylin_time = {ratio:.2f}")
     import torch
 
-    tag = "omp-passive" if passive else ""
-    path = write_results("forward", rows, threads=torch.get_num_threads(), extra=notes, tag=tag)
-    print(f"results: {path}")
+    if any("error" in r for r in rows):
+        raise SystemExit("forward.py: a case failed (see above)")
+    if writes_results(args):
+        tag = "-".join(t for t in (args.tag, "omp-passive" if passive else "") if t)
+        path = write_results("forward", rows, threads=torch.get_num_threads(), extra=notes, tag=tag)
+        print(f"results: {path}")
 
 
 if __name__ == "__main__":

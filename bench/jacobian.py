@@ -16,6 +16,7 @@ part above what the process held once the model was loaded (`extra_rss_gib`).
     python bench/jacobian.py --tokens 8 32   # a subset
     python bench/jacobian.py --llama8b PATH  # also the synthetic 8B file (bench/make_synthetic_gguf.py)
     python bench/jacobian.py --tokens --llama8b-svd PATH   # only the 8B (e.g. IQ4_XS_MIX) SVD case
+    python bench/jacobian.py --smoke         # 4 tokens, every case, seconds; no results file
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from common import add_output_args, write_results, writes_results
 
 HERE = Path(__file__).resolve().parent
 WORDS = (
@@ -187,7 +190,7 @@ def main() -> None:
     ap.add_argument("--llama8b", help="synthetic Llama-3-8B Q4_0 GGUF (bench/make_synthetic_gguf.py)")
     ap.add_argument("--llama8b-svd", help="synthetic Llama-3-8B (e.g. IQ4_XS_MIX) for linearize + top-8 SVD")
     ap.add_argument("--skip-seed", action="store_true", help="do not run the seed baseline")
-    ap.add_argument("--tag", default="", help="suffix of the results file name")
+    add_output_args(ap)
     ap.add_argument("--case", help=argparse.SUPPRESS)
     ap.add_argument("--model", help=argparse.SUPPRESS)
     ap.add_argument("--n", type=int, help=argparse.SUPPRESS)
@@ -197,10 +200,10 @@ def main() -> None:
         print(json.dumps(case(args.case, args.model, args.n, args.threads)))
         return
 
-    sys.path.insert(0, str(HERE))
-    from common import write_results
-
     import pylin
+
+    if args.smoke:
+        args.tokens = [4]
 
     model_path = pylin.default_model_path()
     rate = gemm_rate(args.threads)
@@ -222,10 +225,12 @@ def main() -> None:
     summary = summarize(rows)
     for line in summary:
         print(line)
-    path = write_results(
-        "jacobian", rows, args.threads, extra={"gemm_flops_per_s": rate, "summary": summary}, tag=args.tag
-    )
-    print(f"wrote {path}")
+    if any("error" in r for r in rows):
+        raise SystemExit("jacobian.py: a case failed (see above)")
+    if writes_results(args):
+        extra = {"gemm_flops_per_s": rate, "summary": summary}
+        path = write_results("jacobian", rows, args.threads, extra=extra, tag=args.tag)
+        print(f"wrote {path}")
 
 
 def format_row(r: dict) -> str:

@@ -1,6 +1,7 @@
 """How fast are pylin's quantized CPU matmuls next to torch's float32 matmul on pre-dequantized weights?
 
     python bench/matmul.py --quick                  # a subset, < 2 minutes
+    python bench/matmul.py --smoke                  # every format once at a small shape; no results file
     python bench/matmul.py --formats Q4_0,Q4_K --shapes llama-o --m 1,8,512
 
 Layer shapes of Llama-3-8B and Gemma-3-270M (N x K = out x in), formats Q4_0, Q4_K, Q5_0, Q6_K, Q8_0,
@@ -20,17 +21,13 @@ M >= 512 at least 0.8x torch.  Writes bench/results/matmul-<date>.json.
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import numpy as np
 import torch
+from common import add_output_args, print_table, time_interleaved, write_results, writes_results
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-import pylin  # noqa: E402
-from bench.common import print_table, time_interleaved, write_results  # noqa: E402
-from pylin import kernels, synthetic  # noqa: E402
+import pylin
+from pylin import kernels, synthetic
 
 SHAPES: dict[str, tuple[int, int]] = {  # name: (N, K) = (out, in)
     "llama-v": (1024, 4096), "llama-o": (4096, 4096), "llama-up": (14336, 4096), "llama-down": (4096, 14336),
@@ -39,6 +36,7 @@ SHAPES: dict[str, tuple[int, int]] = {  # name: (N, K) = (out, in)
 FORMATS = ("Q4_0", "Q4_K", "Q5_0", "Q6_K", "Q8_0", "BF16", "IQ4_XS", "IQ3_S", "IQ2_XS", "MXFP4")
 MS = (1, 8, 64, 512, 2048)
 QUICK = {"shapes": ("llama-o", "gemma-up"), "formats": ("Q4_0", "Q4_K", "Q8_0", "BF16"), "m": (1, 8, 512)}
+SMOKE = {"shapes": ("llama-v",), "formats": FORMATS, "m": (1, 65)}
 
 # fp16 scale fields of each block (ggml-common.h); random bytes elsewhere decode to valid weights.
 _SCALES = {"Q4_0": (0,), "Q5_0": (0,), "Q8_0": (0,), "Q4_K": (0, 2), "Q6_K": (208,)}
@@ -98,12 +96,19 @@ def run(
                         lambda x=x, b=w_torch: torch.matmul(x, b),
                     ]
                     flops = 2.0 * m * n * k
+                    got, want = fns[0](), fns[1]()  # both compute the same product: check before timing
+                    rel_err = float((got - want).norm() / want.norm())
+                    if not rel_err < 1e-4:
+                        raise SystemExit(
+                            f"matmul.py: {shape} {qtype} M={m} {orientation}: rel. error {rel_err:.1e}"
+                        )
                     pylin_ms, torch_ms = time_interleaved(
                         fns, repeats=repeats_for(flops), settle_s=settle_s, evict=evict if evict_mb else None
                     )
                     row = {
                         "shape": shape, "N": n, "K": k, "format": qtype, "M": m, "orientation": orientation,
                         "pylin_ms": pylin_ms, "torch_ms": torch_ms, "ratio": torch_ms / pylin_ms,
+                        "rel_err": rel_err,
                         "gflops": flops / pylin_ms / 1e6, "weight_gbs": w.nbytes / pylin_ms / 1e6,
                     }  # fmt: skip
                     target = 2.0 if m <= 16 else 0.8 if m >= 512 else None
@@ -133,13 +138,13 @@ def main(argv: list[str] | None = None) -> None:
         "--settle-ms", type=float, default=30.0, help="untimed runs before each timed call (0: none)"
     )
     parser.add_argument("--evict-mb", type=int, default=64, help="memory rewritten before each timed call")
-    parser.add_argument("--no-json", action="store_true", help="print only")
-    parser.add_argument("--tag", default="", help="suffix of the JSON file name (several runs a day)")
+    add_output_args(parser)
     args = parser.parse_args(argv)
 
-    shapes = list(QUICK["shapes"] if args.quick else SHAPES)
-    formats = list(QUICK["formats"] if args.quick else FORMATS)
-    ms = list(QUICK["m"] if args.quick else MS)
+    subset = SMOKE if args.smoke else QUICK if args.quick else {"shapes": SHAPES, "formats": FORMATS, "m": MS}
+    shapes, formats, ms = list(subset["shapes"]), list(subset["formats"]), list(subset["m"])
+    if args.smoke:
+        args.settle_ms, args.evict_mb = 0.0, 0
     if args.shapes:
         shapes = args.shapes.split(",")
     if args.formats:
@@ -160,7 +165,7 @@ def main(argv: list[str] | None = None) -> None:
          ("pylin_ms", "pylin ms", ".3f"), ("torch_ms", "torch ms", ".3f"), ("ratio", "torch/pylin", ".2f"),
          ("gflops", "GFLOP/s", ".1f"), ("weight_gbs", "weight GB/s", ".2f")],
     )  # fmt: skip
-    if not args.no_json:
+    if writes_results(args):
         extra = {"isa": kernels.isa(), "torch": torch.__version__, "pylin": pylin.__version__,
                  "baseline": "torch.matmul, float32 weights dequantized beforehand, same threads, timed "
                              "in alternation with pylin (median of repeats)",

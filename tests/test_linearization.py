@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import engine_tolerance
 from tiny_models import FAMILIES, make_tiny_hf
 
 import pylin
 from pylin import reference
 
-TOL = {torch.float32: 1e-5, torch.float64: 1e-12}
 # autograd and pylin sum in different orders: float32 agreement is limited by rounding, not method
-JAC_TOL = {torch.float32: 1e-5, torch.float64: 1e-11}
 PROMPT = [2, 17, 5, 33, 8, 21, 11]
 
 
@@ -51,10 +50,10 @@ def test_reconstruction_every_site(model):
     for output, wrt, normed in sites(model):
         lin = model.linearize(PROMPT, output=output, wrt=wrt, normed=normed)
         rec = lin.reconstruction()
-        assert rec.rel_error <= TOL[model.dtype], (output, wrt, normed, rec)
+        assert rec.rel_error <= engine_tolerance(model.dtype), (output, wrt, normed, rec)
         J = lin.jacobian()
         assert lin.reconstruction().method == "jacobian"
-        assert lin.reconstruction().rel_error <= 10 * TOL[model.dtype], (output, wrt)
+        assert lin.reconstruction().rel_error <= 10 * engine_tolerance(model.dtype), (output, wrt)
         assert J.shape == (lin.d_out, len(PROMPT), model.d_model)
 
 
@@ -62,7 +61,7 @@ def test_jacobian_matches_autograd(model):
     for output, wrt, normed in sites(model):
         lin = model.linearize(PROMPT, output=output, wrt=wrt, normed=normed)
         ref = reference.jacobian(model, PROMPT, output=output, wrt=wrt, normed=normed, detach=True)
-        assert rel(lin.jacobian(), ref) <= JAC_TOL[model.dtype], (output, wrt, normed)
+        assert rel(lin.jacobian(), ref) <= engine_tolerance(model.dtype, "jacobian"), (output, wrt, normed)
 
 
 def test_jvp_vjp_match_autograd_and_are_adjoint(model):
@@ -71,11 +70,11 @@ def test_jvp_vjp_match_autograd_and_are_adjoint(model):
     V = torch.randn(5, len(PROMPT), model.d_model, generator=gen, dtype=model.dtype)
     U = torch.randn(3, lin.d_out, generator=gen, dtype=model.dtype)
     ref_jvp, ref_vjp = reference.jvp_vjp(model, PROMPT, V, U)
-    assert rel(lin.jvp(V), ref_jvp) <= JAC_TOL[model.dtype]
-    assert rel(lin.vjp(U), ref_vjp) <= JAC_TOL[model.dtype]
+    assert rel(lin.jvp(V), ref_jvp) <= engine_tolerance(model.dtype, "jacobian")
+    assert rel(lin.vjp(U), ref_vjp) <= engine_tolerance(model.dtype, "jacobian")
     lhs = torch.einsum("bo,co->bc", lin.jvp(V).double(), U.double())
     rhs = torch.einsum("bnd,cnd->bc", V.double(), lin.vjp(U).double())
-    assert rel(lhs, rhs) <= 10 * TOL[model.dtype]
+    assert rel(lhs, rhs) <= 10 * engine_tolerance(model.dtype)
 
 
 def test_token_subsets_use_causality_and_agree(model):
@@ -83,11 +82,11 @@ def test_token_subsets_use_causality_and_agree(model):
     gen = torch.Generator().manual_seed(1)
     J = lin.jacobian()
     for tokens in ([len(PROMPT) - 1], [2, 4], [0, 6]):
-        assert rel(lin.jacobian(tokens=tokens), J[:, tokens]) <= JAC_TOL[model.dtype]
+        assert rel(lin.jacobian(tokens=tokens), J[:, tokens]) <= engine_tolerance(model.dtype, "jacobian")
         V = torch.randn(4, len(tokens), model.d_model, generator=gen, dtype=model.dtype)
         full = torch.zeros(4, len(PROMPT), model.d_model, dtype=model.dtype)
         full[:, tokens] = V
-        assert rel(lin.jvp(V, tokens=tokens), lin.jvp(full)) <= JAC_TOL[model.dtype]
+        assert rel(lin.jvp(V, tokens=tokens), lin.jvp(full)) <= engine_tolerance(model.dtype, "jacobian")
 
 
 def test_causality(model):
@@ -97,16 +96,18 @@ def test_causality(model):
     lin_full = model.linearize(PROMPT)
     # the frozen state of the first 4 positions does not depend on later tokens
     for a, b in zip(lin_prefix.records, lin_full.records, strict=True):
-        assert rel(a.resid_post, b.resid_post[:4]) <= TOL[model.dtype]
+        assert rel(a.resid_post, b.resid_post[:4]) <= engine_tolerance(model.dtype)
     # the last token's block of the last position needs only that position: J_n is the same
     # whether computed alone or inside the whole Jacobian
-    assert rel(lin_full.jacobian(tokens=[n - 1])[:, 0], lin_full.jacobian()[:, n - 1]) <= JAC_TOL[model.dtype]
+    assert rel(lin_full.jacobian(tokens=[n - 1])[:, 0], lin_full.jacobian()[:, n - 1]) <= engine_tolerance(
+        model.dtype, "jacobian"
+    )
 
 
 def test_frozen_forward_equals_model_logits(model):
     lin = model.linearize(PROMPT)
     logits = model.logits(PROMPT)[-1]
-    assert rel(lin.logits, logits) <= TOL[model.dtype]
+    assert rel(lin.logits, logits) <= engine_tolerance(model.dtype)
     assert lin.next_token[0] == int(torch.argmax(logits))
 
 
@@ -124,7 +125,7 @@ def test_memory_budget_chunks_give_same_result(model):
     lin = model.linearize(PROMPT, memory_budget=1)  # one vector per chunk
     big = model.linearize(PROMPT)
     U = torch.randn(5, lin.d_out, dtype=model.dtype, generator=torch.Generator().manual_seed(2))
-    assert torch.equal(lin.vjp(U), big.vjp(U)) or rel(lin.vjp(U), big.vjp(U)) <= TOL[model.dtype]
+    assert torch.equal(lin.vjp(U), big.vjp(U)) or rel(lin.vjp(U), big.vjp(U)) <= engine_tolerance(model.dtype)
 
 
 @pytest.mark.parametrize(

