@@ -2,28 +2,25 @@
 
     python bench/plan_70b.py                          # Q4_K_M, IQ4_XS, IQ3_M, IQ2_XS on 24/40/48/80 GiB
     python bench/plan_70b.py --mixes IQ3_XXS,IQ2_M --gpus 24GiB,32GiB --tokens 16,64
+    python bench/plan_70b.py --smoke                  # one mix, one card; no results file
 
 Each mix is written as a sparse GGUF (bench/make_synthetic_gguf.py --sparse: llama.cpp's per-tensor
 types, header only, data left as holes), then planned exactly as `pylin info FILE --device cuda
 --gpu-memory G --tokens N` plans it: weights (still quantized), the frozen state at N tokens, bytes
 per JVP/VJP vector, the largest batch and the verdict.  This is the planner's model of GPU memory
-(pylin/planner.py), not a measurement on a GPU.  Writes bench/results/plan70b-<date>.json.
+(pylin/planner.py), not a measurement on a GPU.  Writes bench/results/plan70b-<date>-<commit>.json.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+import make_synthetic_gguf
+from common import add_output_args, print_table, write_results, writes_results
 
-import make_synthetic_gguf  # noqa: E402
-from common import print_table, write_results  # noqa: E402
-
-from pylin import planner  # noqa: E402
+from pylin import planner
 
 
 def run(mixes: list[str], gpus: list[str], tokens: list[int], folder: Path) -> list[dict]:
@@ -50,8 +47,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--mixes", default="Q4_K_M,IQ4_XS,IQ3_M,IQ2_XS")
     ap.add_argument("--gpus", default="24GiB,40GiB,48GiB,80GiB")
     ap.add_argument("--tokens", default="16")
-    ap.add_argument("--no-json", action="store_true")
+    add_output_args(ap)
     args = ap.parse_args(argv)
+    if args.smoke:
+        args.mixes, args.gpus = "IQ2_XS", "24GiB"
     with tempfile.TemporaryDirectory() as tmp:
         rows = run(
             args.mixes.split(","), args.gpus.split(","), [int(t) for t in args.tokens.split(",")], Path(tmp)
@@ -62,7 +61,7 @@ def main(argv: list[str] | None = None) -> None:
          ("weights_gb", "weights GB", ".2f"), ("frozen_gib", "frozen GiB", ".2f"),
          ("per_vector_mib", "MiB/vector", ".2f"), ("batch", "batch", "d"), ("verdict", "verdict", "")],
     )  # fmt: skip
-    if not args.no_json:
+    if writes_results(args):
         extra = {"model": "llama-3.3-70b", "source": "pylin.planner on sparse synthetic GGUF headers"}
         print(f"\nwrote {write_results('plan70b', rows, 1, extra)}")
 
