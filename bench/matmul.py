@@ -15,12 +15,16 @@ timed inside that window shares a core with them (pylin's own callers avoid this
 kernels.kernel_threads); --settle-ms 0 measures that interaction instead.  Then --evict-mb of memory
 is rewritten (numpy, one thread), so that neither contender finds its weights in the 32 MB L3, as
 when a model's layers are streamed in turn.  Targets (issue 2): M <= 16 at least 2x torch,
-M >= 512 at least 0.8x torch.  Writes bench/results/matmul-<date>.json.
+M >= 512 at least 0.8x torch.  --clock cpu (with --threads 1) times each call by the calling thread's CPU
+time instead of wall time: on a machine oversubscribed by other jobs it leaves out the time slices a
+contender spent descheduled.  Writes bench/results/matmul-<date>-<commit>.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -69,6 +73,7 @@ def run(
     orientations: list[str],
     settle_s: float,
     evict_mb: int,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> list[dict]:
     rng = np.random.default_rng(0)
     junk = np.zeros(evict_mb << 18, dtype=np.float32)
@@ -103,7 +108,11 @@ def run(
                             f"matmul.py: {shape} {qtype} M={m} {orientation}: rel. error {rel_err:.1e}"
                         )
                     pylin_ms, torch_ms = time_interleaved(
-                        fns, repeats=repeats_for(flops), settle_s=settle_s, evict=evict if evict_mb else None
+                        fns,
+                        repeats=repeats_for(flops),
+                        settle_s=settle_s,
+                        evict=evict if evict_mb else None,
+                        clock=clock,
                     )
                     row = {
                         "shape": shape, "N": n, "K": k, "format": qtype, "M": m, "orientation": orientation,
@@ -138,8 +147,15 @@ def main(argv: list[str] | None = None) -> None:
         "--settle-ms", type=float, default=30.0, help="untimed runs before each timed call (0: none)"
     )
     parser.add_argument("--evict-mb", type=int, default=64, help="memory rewritten before each timed call")
+    parser.add_argument(
+        "--clock", choices=["wall", "cpu"], default="wall",
+        help="cpu: the calling thread's CPU time (needs --threads 1): on a machine oversubscribed by other "
+             "jobs, wall time also counts the time slices the contenders were not running",
+    )  # fmt: skip
     add_output_args(parser)
     args = parser.parse_args(argv)
+    if args.clock == "cpu" and args.threads != 1:
+        parser.error("--clock cpu measures one thread: use it with --threads 1")
 
     subset = SMOKE if args.smoke else QUICK if args.quick else {"shapes": SHAPES, "formats": FORMATS, "m": MS}
     shapes, formats, ms = list(subset["shapes"]), list(subset["formats"]), list(subset["m"])
@@ -157,7 +173,8 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"# pylin {pylin.__version__}, ISA {kernels.isa()}, {args.threads} threads, torch {torch.__version__}"
     )
-    rows = run(shapes, formats, ms, orientations, args.settle_ms / 1e3, args.evict_mb)
+    clock = time.thread_time if args.clock == "cpu" else time.perf_counter
+    rows = run(shapes, formats, ms, orientations, args.settle_ms / 1e3, args.evict_mb, clock)
     print()
     print_table(
         rows,
@@ -169,7 +186,7 @@ def main(argv: list[str] | None = None) -> None:
         extra = {"isa": kernels.isa(), "torch": torch.__version__, "pylin": pylin.__version__,
                  "baseline": "torch.matmul, float32 weights dequantized beforehand, same threads, timed "
                              "in alternation with pylin (median of repeats)",
-                 "settle_ms": args.settle_ms, "evict_mb": args.evict_mb,
+                 "settle_ms": args.settle_ms, "evict_mb": args.evict_mb, "clock": args.clock,
                  "note": "shared 2-core machine: other processes ran during the measurement "
                          "(see loadavg_1_5_15)"}  # fmt: skip
         path = write_results("matmul", rows, args.threads, extra, tag=args.tag)
