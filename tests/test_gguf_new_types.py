@@ -4,8 +4,8 @@
   the sizes of the published ones; a tiny llama written in each mix (the i-quants as random valid
   blocks: nobody here can write them) loads, matches transformers on the file's exact weights and
   reconstructs y to float rounding.
-- The planner on 70B headers (sparse synthetic files: header only, data left as holes) for the four
-  mixes on 24 / 40 / 48 / 80 GiB cards, through `pylin info` too.
+- The planner on 70B headers for the four mixes on 24 / 40 / 48 / 80 GiB cards; the same from a GGUF
+  file's header (a sparse synthetic file: header only, data left as holes), through `pylin info` too.
 - Bad input: a type pylin does not read names the tensor, the type and the supported list; a wrong
   byte length for every new type is a ValueError (Python and native layer); a fuzz test over a file
   holding every new type accepts only a clean load + forward or a Python exception.
@@ -119,32 +119,37 @@ GPUS = ("24GiB", "40GiB", "48GiB", "80GiB")
 
 
 @pytest.fixture(scope="module")
-def sparse_70b(tmp_path_factory) -> dict[str, Path]:
-    """A 70B GGUF per mix, header only: the tensor data are holes (the files take no disk)."""
-    root = tmp_path_factory.mktemp("l70")
-    return {
-        mix: make_synthetic_gguf.write("llama-3.3-70b", mix + "_MIX", root / f"l70-{mix}.gguf", sparse=True)
-        for mix in MIXES
-    }
+def sparse_70b_iq2_xs(tmp_path_factory) -> Path:
+    """The 70B in IQ2_XS as a GGUF header whose tensor data are holes (21 GB that take no disk)."""
+    path = tmp_path_factory.mktemp("l70") / "l70-IQ2_XS.gguf"
+    return make_synthetic_gguf.write("llama-3.3-70b", "IQ2_XS_MIX", path, sparse=True)
 
 
 @pytest.mark.parametrize("mix", MIXES)
-def test_planner_on_70b_headers(mix: str, sparse_70b) -> None:
-    path = sparse_70b[mix]
+def test_planner_on_70b_headers(mix: str) -> None:
     header = llama_70b_header(mix)
-    assert planner.read_header(path)["config"] == header["config"]
-    plans = [planner.plan(path, gpu, tokens=16) for gpu in GPUS]
+    plans = [planner.plan(header, gpu, tokens=16) for gpu in GPUS]
     assert tuple(p.fits for p in plans) == FITS[mix], [planner.format_plan(p) for p in plans]
-    stored = sum(int(t.n_bytes) for t in gguf.GGUFReader(str(path)).tensors)
-    assert all(p.weight_bytes == stored == planner.plan(header, "80GiB", 16).weight_bytes for p in plans)
     batches = [p.batch for p in plans]
     assert batches == sorted(batches) and batches[-1] > 1000  # 80 GiB: thousands of 16-token vectors
     assert plans[0].per_vector_bytes == 16 * (4 * 8192 + 3 * 28672 + 3 * 64 * 128) * 4
+    assert all(not p.fits or p.batch * p.per_vector_bytes <= p.device_memory - p.fixed_bytes for p in plans)
 
 
-def test_pylin_info_on_a_70b_header(sparse_70b) -> None:
+def test_planner_reads_the_same_from_a_70b_file_header(sparse_70b_iq2_xs) -> None:
+    path, header = sparse_70b_iq2_xs, llama_70b_header("IQ2_XS")
+    assert planner.read_header(path)["config"] == header["config"]
+    stored = sum(int(t.n_bytes) for t in gguf.GGUFReader(str(path)).tensors)
+    assert (
+        planner.plan(path, "24GiB", 16).weight_bytes
+        == stored
+        == planner.plan(header, "24GiB", 16).weight_bytes
+    )
+
+
+def test_pylin_info_on_a_70b_header(sparse_70b_iq2_xs) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "pylin", "info", str(sparse_70b["IQ2_XS"]), "--device", "cuda",
+        [sys.executable, "-m", "pylin", "info", str(sparse_70b_iq2_xs), "--device", "cuda",
          "--gpu-memory", "24GiB", "--tokens", "16"],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
