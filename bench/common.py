@@ -96,6 +96,10 @@ def cpu_model() -> str:
 
 
 def commit_hash() -> str:
+    """The checkout's short hash (+dirty); PYLIN_COMMIT when set (a copy of the tree without .git, as
+    the GPU machine gets); "unknown" when neither says."""
+    if os.environ.get("PYLIN_COMMIT"):
+        return os.environ["PYLIN_COMMIT"]
     try:
         root = Path(__file__).resolve().parent.parent
 
@@ -103,7 +107,8 @@ def commit_hash() -> str:
             return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True).stdout.strip()
 
         dirty = git("status", "--porcelain", "--untracked-files=no")
-        return git("rev-parse", "--short", "HEAD") + ("+dirty" if dirty else "")
+        head = git("rev-parse", "--short", "HEAD")
+        return head + ("+dirty" if dirty else "") if head else "unknown"
     except OSError:
         return "unknown"
 
@@ -136,10 +141,17 @@ def writes_results(args: Any) -> bool:
 
 
 def write_results(
-    name: str, rows: list[dict[str, Any]], threads: int, extra: dict[str, Any] | None = None, tag: str = ""
+    name: str,
+    rows: list[dict[str, Any]],
+    threads: int,
+    extra: dict[str, Any] | None = None,
+    tag: str = "",
+    directory: Path | None = None,
 ) -> Path:
-    """Write {meta, rows} to bench/results/<name>-<date>-<commit>[-<tag>].json and return the path."""
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    """Write {meta, rows} to <directory or bench/results>/<name>-<date>-<commit>[-<tag>].json; return
+    the path."""
+    directory = RESULTS_DIR if directory is None else Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
     now = _dt.datetime.now()
     commit = commit_hash()
     meta = {"benchmark": name, "date": now.isoformat(timespec="seconds"), "commit": commit}
@@ -147,7 +159,7 @@ def write_results(
     meta["peak_rss_mb"] = round(peak_rss_mb(), 1)
     meta.update(extra or {})
     stem = f"{name}-{now:%Y-%m-%d}-{commit.replace('+', '-')}{'-' + tag if tag else ''}"
-    path = RESULTS_DIR / f"{stem}.json"
+    path = directory / f"{stem}.json"
     path.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
     return path
 

@@ -12,6 +12,7 @@
 #include <string>
 
 #include "common/block_formats.h"
+#include "common/checks.h"
 #include "cpu/isa.h"
 #include "cpu/kernel_table.h"
 #include "cpu/quantize.h"
@@ -57,25 +58,10 @@ void require_2d(const py::buffer_info& b, const char* name, py::ssize_t rows, py
     }
 }
 
-QType checked_qtype(int qtype) {
-    if (!is_known_qtype(qtype)) fail("unknown or unsupported GGML quantization type id " + std::to_string(qtype));
-    return (QType)qtype;
-}
-
-// Checks the weight bytes hold exactly N rows of K weights; returns bytes per row.
-int64_t checked_row_bytes(const py::buffer_info& w, QType qtype, int64_t N, int64_t K) {
-    if (N <= 0 || K <= 0) fail("weight shape must be positive, got (" + std::to_string(N) + ", " + std::to_string(K) + ")");
-    const FormatInfo f = format_info(qtype);
-    if (K % f.block_size != 0)
-        fail("K = " + std::to_string(K) + " is not a multiple of the block size " + std::to_string(f.block_size) +
-             " of this format");
+// Checks the weight bytes are contiguous and hold exactly N rows of K weights; returns bytes per row.
+int64_t checked_weight(const py::buffer_info& w, QType qtype, int64_t N, int64_t K) {
     if (!is_c_contiguous(w)) fail("weight bytes must be C-contiguous");
-    const int64_t row_bytes = K / f.block_size * f.block_bytes;
-    const int64_t have = (int64_t)(w.size * w.itemsize);
-    if (have != N * row_bytes)
-        fail("weight buffer holds " + std::to_string(have) + " bytes, expected " + std::to_string(N * row_bytes) +
-             " for " + std::to_string(N) + " x " + std::to_string(K) + " weights");
-    return row_bytes;
+    return checked_row_bytes(qtype, N, K, (int64_t)(w.size * w.itemsize));
 }
 
 int checked_threads(int n_threads) { return n_threads < 1 ? 1 : n_threads; }
@@ -87,7 +73,7 @@ void run_matmul(bool transposed, py::buffer x_obj, py::buffer w_obj, int qtype_i
     py::buffer_info w = w_obj.request();
     py::buffer_info x = x_obj.request();
     py::buffer_info y = y_obj.request(true);
-    const int64_t row_bytes = checked_row_bytes(w, qtype, N, K);
+    const int64_t row_bytes = checked_weight(w, qtype, N, K);
     const char* xname = transposed ? "x" : "g";
     const int64_t inner = transposed ? K : N, outer = transposed ? N : K;
     require_2d(x, xname, -1, inner);
@@ -96,7 +82,8 @@ void run_matmul(bool transposed, py::buffer x_obj, py::buffer w_obj, int qtype_i
     require_2d(y, "out", M, outer);
     const char kind = float_kind(x, xname);
     if (float_kind(y, "out") != kind) fail("out must have the same dtype as " + std::string(xname));
-    if (x.ptr == y.ptr) fail("out must not alias the input");
+    if (ranges_overlap((uintptr_t)x.ptr, x.size * x.itemsize, (uintptr_t)y.ptr, y.size * y.itemsize))
+        fail("out overlaps " + std::string(xname) + " in memory; pass a separate output array");
 
     MatmulArgs args{x.ptr, (const uint8_t*)w.ptr, y.ptr, M, N, K, row_bytes, qtype, checked_threads(n_threads)};
     const KernelTable& table = kernel_table(active_isa());
@@ -110,7 +97,7 @@ void dequantize(py::buffer w_obj, int qtype_id, int64_t N, int64_t K, py::buffer
     const QType qtype = checked_qtype(qtype_id);
     py::buffer_info w = w_obj.request();
     py::buffer_info y = y_obj.request(true);
-    const int64_t row_bytes = checked_row_bytes(w, qtype, N, K);
+    const int64_t row_bytes = checked_weight(w, qtype, N, K);
     require_2d(y, "out", N, K);
     if (float_kind(y, "out") != 'f') fail("out must be float32");
     py::gil_scoped_release release;
@@ -127,17 +114,13 @@ void quantize(py::buffer x_obj, int qtype_id, py::buffer out_obj, int n_threads)
     if (float_kind(x, "x") != 'f') fail("quantize needs float32 input");
     const int64_t N = x.shape[0], K = x.shape[1];
     if (N <= 0 || K <= 0) fail("cannot quantize an empty array of shape " + shape_str(x));
-    const FormatInfo f = format_info(qtype);
-    if (K % f.block_size != 0)
-        fail("K = " + std::to_string(K) + " is not a multiple of the block size " + std::to_string(f.block_size) +
-             " of this format");
     if (!is_c_contiguous(out)) fail("out must be C-contiguous");
-    const int64_t row_bytes = K / f.block_size * f.block_bytes;
+    const int64_t row_bytes = pylin::row_bytes(qtype, K);
     if ((int64_t)(out.size * out.itemsize) != N * row_bytes)
         fail("out holds " + std::to_string(out.size * out.itemsize) + " bytes, expected " +
              std::to_string(N * row_bytes));
     py::gil_scoped_release release;
-    quantize_rows((const float*)x.ptr, N, K, qtype, (uint8_t*)out.ptr, row_bytes, checked_threads(n_threads));
+    quantize_rows((const float*)x.ptr, N, K, row_bytes, qtype, (uint8_t*)out.ptr, checked_threads(n_threads));
 }
 
 }  // namespace

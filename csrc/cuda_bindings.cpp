@@ -2,9 +2,11 @@
 //
 // A separate module so `import pylin` never loads CUDA; importing it needs no GPU or driver
 // (the CUDA runtime is linked statically and only asked for devices when called).  Arrays arrive
-// as raw device pointers (torch CUDA tensors' data_ptr(), validated in pylin/cuda.py); sizes and
-// byte lengths are re-checked here before any launch.  `decode_chunks_host` runs the kernels'
-// 8-weight decoders on the CPU so that their bit-exactness is tested without a GPU.
+// as raw device pointers (torch CUDA tensors' data_ptr(), validated in pylin/cuda.py); sizes, byte
+// lengths, overlaps and the workspace are re-checked here before any launch.  Arguments come in
+// the order of pylin._core's (activations, weight, format, N, K, output), then the GPU's context.
+// `decode_chunks_host` runs the kernels' 8-weight decoders on the CPU so that their bit-exactness
+// is tested without a GPU.
 // Tests: tests/test_cuda.py.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
@@ -12,6 +14,7 @@
 #include <string>
 
 #include "common/block_formats.h"
+#include "common/checks.h"
 #include "cuda/decode_chunk.cuh"
 #include "cuda/launchers.h"
 
@@ -24,26 +27,40 @@ void check(int code, const char* what) {
     if (code != 0) throw std::runtime_error(std::string("pylin CUDA ") + what + " failed: " + cuda::error_string(code));
 }
 
-int64_t checked_row_bytes(int qtype, int64_t N, int64_t K, int64_t n_bytes) {
-    if (!is_known_qtype(qtype)) throw py::value_error("unknown GGML quantization type id " + std::to_string(qtype));
-    const FormatInfo f = format_info((QType)qtype);
-    if (N <= 0 || K <= 0 || K % f.block_size != 0)
-        throw py::value_error("bad weight shape (" + std::to_string(N) + ", " + std::to_string(K) + ")");
-    const int64_t row_bytes = K / f.block_size * f.block_bytes;
-    if (n_bytes != N * row_bytes)
-        throw py::value_error("weight holds " + std::to_string(n_bytes) + " bytes, its shape needs " +
-                              std::to_string(N * row_bytes));
-    return row_bytes;
+void check_pointer(uintptr_t p, const char* name) {
+    if (!p) throw py::value_error(std::string("null device pointer for ") + name);
 }
 
-void check_pointers(uintptr_t w, uintptr_t x, uintptr_t y, int64_t M) {
-    if (!w || !x || !y) throw py::value_error("null device pointer");
-    if (M <= 0) throw py::value_error("M must be positive, got " + std::to_string(M));
+// The sizes of a product x (M rows) with an N x K weight, checked; pointers still unset.
+cuda::MatmulArgs product_sizes(const char* xname, int64_t M, int qtype, int64_t N, int64_t K, bool is_double,
+                               int device) {
+    const QType q = checked_qtype(qtype);
+    if (N <= 0) throw py::value_error("weight shape must be positive, got N = " + std::to_string(N));
+    if (M <= 0) throw py::value_error(std::string(xname) + " has no rows (M = " + std::to_string(M) + ")");
+    return cuda::MatmulArgs{nullptr, nullptr, nullptr, M, N, K, row_bytes(q, K), q, is_double, nullptr, 0, device,
+                            nullptr};
+}
+
+// The arguments of matmul_t (transposed) or matmul, checked: sizes, byte lengths, no overlap.
+cuda::MatmulArgs matmul_args(bool transposed, uintptr_t x, int64_t M, uintptr_t w, int64_t w_bytes, int qtype,
+                             int64_t N, int64_t K, uintptr_t y, bool is_double, int device, uintptr_t stream) {
+    const char* xname = transposed ? "x" : "g";
+    cuda::MatmulArgs a = product_sizes(xname, M, qtype, N, K, is_double, device);
+    checked_row_bytes(a.qtype, N, K, w_bytes);
+    check_pointer(x, xname), check_pointer(w, "w"), check_pointer(y, "out");
+    const int64_t item = is_double ? 8 : 4;
+    const int64_t x_bytes = M * (transposed ? K : N) * item, y_bytes = M * (transposed ? N : K) * item;
+    if (ranges_overlap(x, x_bytes, y, y_bytes))
+        throw py::value_error(std::string("out overlaps ") + xname + " in memory; pass a separate output tensor");
+    if (ranges_overlap(w, w_bytes, y, y_bytes)) throw py::value_error("out overlaps the weight bytes");
+    a.x = (const void*)x, a.w = (const uint8_t*)w, a.y = (void*)y, a.stream = (void*)stream;
+    return a;
 }
 
 // float32 values of n_rows x K weights decoded on the host by decode_chunk (the kernels' decoder)
 py::array_t<float> decode_chunks_host(py::array_t<uint8_t, py::array::c_style> data, int qtype, int64_t N, int64_t K) {
-    const int64_t row_bytes = checked_row_bytes(qtype, N, K, data.size());
+    const QType q = checked_qtype(qtype);
+    const int64_t row_bytes = checked_row_bytes(q, N, K, data.size());
     py::array_t<float> out({N, K});
     const uint8_t* w = data.data();
     float* y = out.mutable_data();
@@ -51,7 +68,7 @@ py::array_t<float> decode_chunks_host(py::array_t<uint8_t, py::array::c_style> d
         for (int64_t k = 0; k < K; k += CHUNK) {
             float v[CHUNK];
             const int valid = (int)std::min<int64_t>(CHUNK, K - k);
-            PYLIN_DISPATCH_QTYPE(qtype, decode_chunk<QT_>(w + n * row_bytes, k, valid, v));
+            PYLIN_DISPATCH_QTYPE(q, decode_chunk<QT_>(w + n * row_bytes, k, valid, v));
             for (int i = 0; i < valid; ++i) y[n * K + k + i] = v[i];
         }
     }
@@ -67,26 +84,36 @@ PYBIND11_MODULE(_cuda, m) {
         int n = cuda::device_count(&why);
         return py::make_tuple(n, why ? std::string(why) : std::string());
     });
-    m.def("dequantize", [](uintptr_t w, int64_t n_bytes, int qtype, int64_t N, int64_t K, uintptr_t out, int device,
+    m.def("dequantize", [](uintptr_t w, int64_t w_bytes, int qtype, int64_t N, int64_t K, uintptr_t out, int device,
                            uintptr_t stream) {
-        const int64_t row_bytes = checked_row_bytes(qtype, N, K, n_bytes);
-        check_pointers(w, out, out, N);
+        const QType q = checked_qtype(qtype);
+        const int64_t row_bytes = checked_row_bytes(q, N, K, w_bytes);
+        check_pointer(w, "w"), check_pointer(out, "out");
+        if (ranges_overlap(w, w_bytes, out, N * K * 4)) throw py::value_error("out overlaps the weight bytes");
         py::gil_scoped_release release;
-        check(cuda::dequantize((const uint8_t*)w, N, K, row_bytes, qtype, (float*)out, device, (void*)stream),
+        check(cuda::dequantize((const uint8_t*)w, N, K, row_bytes, q, (float*)out, device, (void*)stream),
               "dequantize");
     });
-    // matmul_t: y (M x N) = x (M x K) · wᵀ;  matmul: y (M x K) = x (M x N) · w
+    m.def("matmul_workspace_bytes", [](int64_t M, int qtype, int64_t N, int64_t K, bool is_double, int device) {
+        return cuda::matmul_workspace_bytes(product_sizes("g", M, qtype, N, K, is_double, device));
+    });
+    // matmul_t: y (M x N) = x (M x K) · wᵀ;  matmul: y (M x K) = g (M x N) · w
     for (const bool transposed : {true, false}) {
         m.def(transposed ? "matmul_t" : "matmul",
-              [transposed](uintptr_t w, int64_t n_bytes, int qtype, int64_t N, int64_t K, uintptr_t x, int64_t M,
-                           uintptr_t y, bool is_double, int device, uintptr_t stream) {
-                  const int64_t row_bytes = checked_row_bytes(qtype, N, K, n_bytes);
-                  check_pointers(w, x, y, M);
+              [transposed](uintptr_t x, int64_t M, uintptr_t w, int64_t w_bytes, int qtype, int64_t N, int64_t K,
+                           uintptr_t y, bool is_double, uintptr_t workspace, int64_t workspace_bytes, int device,
+                           uintptr_t stream) {
+                  cuda::MatmulArgs a = matmul_args(transposed, x, M, w, w_bytes, qtype, N, K, y, is_double, device,
+                                                   stream);
+                  if (!transposed) {
+                      const int64_t needed = cuda::matmul_workspace_bytes(a);
+                      if (workspace_bytes < needed || (needed > 0 && !workspace))
+                          throw py::value_error("matmul needs a workspace of " + std::to_string(needed) +
+                                                " bytes, got " + std::to_string(workspace_bytes));
+                      a.workspace = (void*)workspace, a.workspace_bytes = workspace_bytes;
+                  }
                   py::gil_scoped_release release;
-                  auto fn = transposed ? cuda::matmul_t : cuda::matmul;
-                  check(fn((const uint8_t*)w, N, K, row_bytes, qtype, (const void*)x, M, (void*)y, is_double, device,
-                           (void*)stream),
-                        transposed ? "matmul_t" : "matmul");
+                  check(transposed ? cuda::matmul_t(a) : cuda::matmul(a), transposed ? "matmul_t" : "matmul");
               });
     }
     m.def("decode_chunks_host", &decode_chunks_host, "the kernels' chunk decoder run on the CPU (for tests)");

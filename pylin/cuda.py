@@ -22,10 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from .qtensor import QTYPE_IDS, QTensor
+from .qtensor import QTYPE_IDS, QTensor, row_nbytes
 
 _QTYPE_IDS = QTYPE_IDS
-MIN_CAPABILITY = (8, 0)  # sm_80: the oldest architecture pylin._cuda is compiled for
 
 
 class CudaUnavailableError(RuntimeError):
@@ -67,10 +66,22 @@ def why_unavailable() -> str | None:
     if not torch.cuda.is_available():
         return "the CUDA runtime sees a GPU but torch.cuda.is_available() is False (driver/torch mismatch?)"
     caps = [torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())]
-    if all(c < MIN_CAPABILITY for c in caps):
+    oldest = oldest_compiled_capability(native)
+    if all(c < oldest for c in caps):
         found = ", ".join(f"sm_{a}{b}" for a, b in caps)
-        return f"the GPU(s) here ({found}) predate sm_80, the oldest architecture pylin._cuda is built for"
+        built = native.BUILD_INFO["archs"].replace(",", ", sm_")
+        return (
+            f"the GPU(s) here ({found}) predate sm_{oldest[0]}{oldest[1]}, the oldest architecture this "
+            f"pylin._cuda holds (built for sm_{built}; rebuild with PYLIN_CUDA_ARCHITECTURES naming yours)"
+        )
     return None
+
+
+def oldest_compiled_capability(native: Any) -> tuple[int, int]:
+    """(major, minor) of the oldest architecture in the build: CMake embeds each one's machine code and
+    PTX, so any GPU of that capability or newer runs the kernels."""
+    archs = [int(a) for a in str(native.BUILD_INFO["archs"]).split(",") if a.strip()]
+    return divmod(min(archs), 10)
 
 
 def available() -> bool:
@@ -106,7 +117,7 @@ class CudaQTensor(QTensor):
         """Rows [start, stop) as a zero-copy view (e.g. q/k/v out of a fused qkv)."""
         if len(self.shape) != 2 or not 0 <= start < stop <= self.shape[0]:
             raise ValueError(f"row range [{start}, {stop}) outside 0..{self.shape[0]} of {self.shape}")
-        per_row = self.nbytes // self.shape[0]
+        per_row = row_nbytes(self.qtype, self.k)
         return CudaQTensor(
             self.data[start * per_row : stop * per_row], self.qtype, (stop - start, self.k), self.name
         )
@@ -115,10 +126,6 @@ class CudaQTensor(QTensor):
         if shape[-1] != self.k:
             raise ValueError("reshape must keep the last (block) dimension")
         return CudaQTensor(self.data, self.qtype, shape, self.name)
-
-    def dequantize_cuda(self) -> Any:
-        """float32 values as a torch tensor on the weight's GPU."""
-        return dequantize(self)
 
     def dequantize(self) -> np.ndarray:
         """float32 values on the host (the QTensor contract: numpy), decoded on the GPU."""
@@ -229,10 +236,11 @@ def _check_activation(a: Any, name: str, w: CudaQTensor) -> None:
 
 
 def matmul(transposed: bool, x: Any, w: Any, out: Any | None = None) -> Any:
-    """x · wᵀ (transposed) or x · w on the GPU; the backend of pylin.kernels.matmul_t / matmul."""
-    require()
-    import torch
+    """x · wᵀ (transposed) or x · w on the GPU; the backend of pylin.kernels.matmul_t / matmul.
 
+    Runs on torch's current stream; cupy arrays (in or out) are ordered against cupy's current
+    stream through DLPack and, for a cupy `out`, an event."""
+    require()
     name = "x" if transposed else "g"
     if not isinstance(w, CudaQTensor):
         raise ValueError(
@@ -241,8 +249,25 @@ def matmul(transposed: bool, x: Any, w: Any, out: Any | None = None) -> Any:
         )
     if len(w.shape) != 2:
         raise ValueError(f"w must be a 2-D weight (N, K), got shape {w.shape}")
-    xt, was_cupy = _as_torch(x, name)
+    xt, x_was_cupy = _as_torch(x, name)
     _check_activation(xt, name, w)
+    result, out_was_cupy = _output(transposed, xt, w, out, name)
+    _launch(transposed, xt, w, result)
+    if out is not None:
+        if out_was_cupy:
+            _cupy_waits_for_torch(xt.device)
+        return out
+    if x_was_cupy:
+        import cupy
+
+        return cupy.from_dlpack(result)  # the DLPack exchange orders cupy's stream after torch's
+    return result
+
+
+def _output(transposed: bool, xt: Any, w: CudaQTensor, out: Any | None, name: str) -> tuple[Any, bool]:
+    """(the torch tensor to write, whether it is a cupy array's view), checked against x and w."""
+    import torch
+
     n, k = w.shape
     inner, outer = (k, n) if transposed else (n, k)
     if xt.dim() < 1 or xt.shape[-1] != inner:
@@ -250,46 +275,69 @@ def matmul(transposed: bool, x: Any, w: Any, out: Any | None = None) -> Any:
             f"{name} has shape {tuple(xt.shape)}; its last dimension must be {inner} for w {w.shape}"
         )
     lead = tuple(xt.shape[:-1])
-    m = int(np.prod(lead, dtype=np.int64))
-    if m == 0:
+    if int(np.prod(lead, dtype=np.int64)) == 0:
         raise ValueError(f"{name} has no rows (shape {tuple(xt.shape)})")
     if out is None:
-        result = torch.empty((*lead, outer), dtype=xt.dtype, device=xt.device)
-    else:
-        result, _ = _as_torch(out, "out")
-        _check_activation(result, "out", w)
-        if tuple(result.shape) != (*lead, outer) or result.dtype != xt.dtype:
-            raise ValueError(
-                f"out must be {xt.dtype} of shape {(*lead, outer)}, got {result.dtype} {tuple(result.shape)}"
-            )
+        return torch.empty((*lead, outer), dtype=xt.dtype, device=xt.device), False
+    result, was_cupy = _as_torch(out, "out")
+    _check_activation(result, "out", w)
+    if tuple(result.shape) != (*lead, outer) or result.dtype != xt.dtype:
+        raise ValueError(
+            f"out must be {xt.dtype} of shape {(*lead, outer)}, got {result.dtype} {tuple(result.shape)}"
+        )
+    return result, was_cupy
+
+
+def _launch(transposed: bool, xt: Any, w: CudaQTensor, result: Any) -> None:
+    """The native product (pylin._cuda checks sizes, byte lengths and overlaps again)."""
+    import torch
+
+    n, k = w.shape
+    m = xt.numel() // xt.shape[-1]
+    is_double = xt.dtype == torch.float64
+    index = xt.device.index
+    workspace = _workspace(transposed, m, w, is_double, index)
     fn = _native().matmul_t if transposed else _native().matmul
     fn(
+        xt.data_ptr(),
+        m,
         w.data.data_ptr(),
         w.nbytes,
         _QTYPE_IDS[w.qtype],
         n,
         k,
-        xt.data_ptr(),
-        m,
         result.data_ptr(),
-        xt.dtype == torch.float64,
-        xt.device.index,
+        is_double,
+        0 if workspace is None else workspace.data_ptr(),
+        0 if workspace is None else workspace.numel(),
+        index,
         _stream(xt.device),
     )
-    if out is not None:
-        return out
-    if was_cupy:
-        import cupy
 
-        return cupy.from_dlpack(result)
-    return result
+
+def _workspace(transposed: bool, m: int, w: CudaQTensor, is_double: bool, index: int) -> Any | None:
+    """The split-N partials of a VJP, from torch's caching allocator on the current stream (the
+    engine lets torch hold most of the free memory, so a second allocator beside it could fail)."""
+    if transposed:
+        return None
+    import torch
+
+    n, k = w.shape
+    nbytes = _native().matmul_workspace_bytes(m, _QTYPE_IDS[w.qtype], n, k, is_double, index)
+    return torch.empty(nbytes, dtype=torch.uint8, device=w.device) if nbytes else None
+
+
+def _cupy_waits_for_torch(device: Any) -> None:
+    """Order cupy's current stream after torch's (where the kernel ran), so that a cupy `out=` is
+    ready for the caller's next cupy operation."""
+    import cupy
+
+    with cupy.cuda.Device(device.index):
+        done = cupy.cuda.Event(disable_timing=True)
+        done.record(cupy.cuda.ExternalStream(_stream(device), device.index))
+        cupy.cuda.get_current_stream().wait_event(done)
 
 
 def matmul_t(x: Any, w: CudaQTensor, out: Any | None = None) -> Any:
     """x · wᵀ for x (..., K) on the GPU and w (N, K) uploaded; returns (..., N)."""
     return matmul(True, x, w, out)
-
-
-def matmul_vjp(g: Any, w: CudaQTensor, out: Any | None = None) -> Any:
-    """g · w for g (..., N) on the GPU and w (N, K) uploaded; returns (..., K)."""
-    return matmul(False, g, w, out)

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _core
+from . import _core, cuda  # pylin.cuda imports no torch or CUDA until it is used
 from .qtensor import QTYPE_IDS, QTensor, row_nbytes, writable_qtype
 
 # Resolve the CPU variant now, so that a bad PYLIN_ISA fails `import pylin` with its own message
@@ -148,10 +148,8 @@ def _check_weight(w: Any) -> QTensor:
 def _product(transposed: bool, x: Any, w: Any, out: Any | None) -> Any:
     w = _check_weight(w)
     on_gpu = getattr(x, "is_cuda", False) or hasattr(x, "__cuda_array_interface__")
-    if on_gpu or type(w).__name__ == "CudaQTensor":
-        from . import cuda  # validates that x and w are both on the GPU, with a clear error if not
-
-        return cuda.matmul(transposed, x, w, out)
+    if on_gpu or isinstance(w, cuda.CudaQTensor):
+        return cuda.matmul(transposed, x, w, out)  # checks that x and w are both on the GPU
     name = "x" if transposed else "g"
     xa, is_torch = _host_view(x, name)
     n, k = w.shape

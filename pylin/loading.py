@@ -86,8 +86,8 @@ def load(
     if device != "cpu":
         from . import cuda
 
-        cuda.to_device(model, device)  # uploads tensor by tensor from the memory map, still quantized
-    model.device = device
+        # uploads tensor by tensor from the memory map, still quantized; sets model.device to "cuda:N"
+        cuda.to_device(model, device)
     if tokenizer is not None:
         from .tokenizer import from_hf_folder
 

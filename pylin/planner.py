@@ -29,7 +29,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .qtensor import block_layout, qtype_name
+from .qtensor import qtype_name, row_nbytes
 
 CONTEXT_RESERVE = 3 << 29  # 1.5 GiB: CUDA context (~0.5 GiB on an H100), cuBLAS workspaces, allocator slack
 SPLIT_PARTIAL_FACTOR = 8  # the VJP kernel's workspace: at most ~8 split partials of 16 x K floats
@@ -155,15 +155,10 @@ def read_header(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def _tensor_bytes(qtype: str, shape: tuple[int, ...]) -> int:
-    block_size, block_bytes = block_layout(qtype)
     rows = 1
     for s in shape[:-1]:
         rows *= int(s)
-    if shape[-1] % block_size:
-        raise ValueError(
-            f"a {qtype} tensor needs its last dimension to be a multiple of {block_size}: {shape}"
-        )
-    return rows * (shape[-1] // block_size) * block_bytes
+    return rows * row_nbytes(qtype, int(shape[-1]))
 
 
 def weight_bytes(tensors: Iterable[tuple[Any, ...]]) -> dict[str, int]:

@@ -5,19 +5,25 @@ kernels' 8-weight decoders, run on the host, equal gguf-py bit for bit; pylin.cu
 unavailable.  Everything marked `cuda` is skipped cleanly without a usable GPU and parametrized over
 every visible device: matmul_t / matmul in float32 (rel. Frobenius error <= 1e-6) and float64
 (<= 1e-12) for every format x orientation x M on both sides of the small/large switch x awkward N, K
-(K of one block, K = 32·odd, float rows of 37; a VJP wide enough to split N; row views at unaligned
-byte offsets); bit-exact dequantization; argument checks; cupy input; the engine's reconstruction,
-JVP/VJP against the CPU and adjointness.  Covers csrc/cuda/*, csrc/cuda_bindings.cpp, pylin/cuda.py.
+(K of one block, K = 32·odd, float rows of 37; float64 over several K steps; the tiled kernels over
+several N tiles; real layer sizes, K and N of 4096-28672; a VJP wide enough to split N, in both
+dtypes; row views at unaligned byte offsets; unaligned x); M beyond a grid's 65535 slabs; bit-exact
+dequantization; two runs bitwise equal; argument checks (out= overlapping x); a failed call that
+leaves no error behind; torch side streams and cupy streams honoured; the caller's device kept;
+cupy input and output; the engine's reconstruction, JVP/VJP against the CPU and adjointness.
+Covers csrc/cuda/*, csrc/cuda_bindings.cpp, pylin/cuda.py.
 """
 
 from __future__ import annotations
 
 import functools
+import re
 import zlib
 
 import numpy as np
 import pytest
 import torch
+from conftest import engine_tolerance
 from reference import (
     QTYPES,
     block_layout,
@@ -27,6 +33,7 @@ from reference import (
     random_blocks,
     rel_frobenius,
 )
+from tiny_models import FAMILIES as TINY_FAMILIES
 
 import pylin
 from pylin import cuda, kernels
@@ -40,6 +47,8 @@ needs_module = pytest.mark.skipif(_cuda is None, reason="pylin was built without
 needs_gpu = pytest.mark.skipif(not cuda.available(), reason=f"no usable GPU: {cuda.why_unavailable()}")
 DEVICES = [f"cuda:{i}" for i in range(torch.cuda.device_count())] if cuda.available() else ["cuda:0"]
 MS = (1, 3, 16, 17, 64, 257)
+REAL_SIZES = (4096, 14336, 28672)  # Llama-3 8B/70B d_model and d_ff: K of matmul_t, N of the VJP
+SLEEP_CYCLES = 50_000_000  # torch.cuda._sleep: ~25 ms at 2 GHz, long enough to expose a missed wait
 
 
 def shapes_for(qtype: str) -> list[tuple[int, int]]:
@@ -84,9 +93,15 @@ def test_chunk_decoders_bit_exact_on_host(qtype: str, moderate: bool, rng: np.ra
 
 @needs_module
 def test_build_info_lists_the_compiled_architectures() -> None:
+    """Whatever PYLIN_CUDA_ARCHITECTURES held (the default list, or sm_90 alone on the H200 check)."""
     archs = pylin.build_info()["cuda"]
-    assert archs and all(a.startswith("sm_") for a in archs)
-    assert "sm_80" in archs
+    assert archs and all(re.fullmatch(r"sm_\d{2,3}", a) for a in archs), archs
+    assert len(set(archs)) == len(archs)
+    oldest = cuda.oldest_compiled_capability(_cuda)
+    assert f"sm_{oldest[0]}{oldest[1]}" == min(archs, key=lambda a: int(a[3:]))
+    if cuda.available():  # some GPU here runs one of them (machine code or PTX of an older arch)
+        caps = [torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())]
+        assert any(c >= oldest for c in caps)
 
 
 def test_unavailable_says_why() -> None:
@@ -129,35 +144,136 @@ def test_float32_matches_float64_reference(transposed, qtype, n, k, m, device, r
 @pytest.mark.parametrize("qtype", QTYPES)
 @pytest.mark.parametrize("transposed", [True, False], ids=["matmul_t", "matmul"])
 def test_float64_matches_float64_reference(transposed, qtype, m, device, rng, tolerances) -> None:
-    n, k = shapes_for(qtype)[1]
-    w, w_ref = gpu_weight(qtype, n, k, device)
-    x = rng.standard_normal((m, k if transposed else n))
-    xd = torch.from_numpy(x).to(device)
-    got = kernels.matmul_t(xd, w) if transposed else kernels.matmul(xd, w)
-    ref = matmul_t_ref(x, w_ref) if transposed else matmul_ref(x, w_ref)
-    assert got.dtype == torch.float64
-    assert rel_frobenius(got.cpu().numpy(), ref) <= tolerances["matmul_float64"]
+    """Every shape, so float64 matmul_t walks K over more than one 1024-weight step."""
+    assert max(k for _, k in shapes_for(qtype)) > 1024
+    for n, k in shapes_for(qtype):
+        w, w_ref = gpu_weight(qtype, n, k, device)
+        x = rng.standard_normal((m, k if transposed else n))
+        xd = torch.from_numpy(x).to(device)
+        got = kernels.matmul_t(xd, w) if transposed else kernels.matmul(xd, w)
+        ref = matmul_t_ref(x, w_ref) if transposed else matmul_ref(x, w_ref)
+        assert got.dtype == torch.float64
+        assert rel_frobenius(got.cpu().numpy(), ref) <= tolerances["matmul_float64"], (n, k)
 
 
 @pytest.mark.cuda
 @needs_gpu
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("qtype", ["Q4_0", "Q4_K", "Q6_K", "F16"])
-@pytest.mark.parametrize("m", [1, 16, 100])
-def test_wide_vjp_splits_n_and_row_views(qtype, m, device, rng, tolerances) -> None:
-    """N large against K: the small-M VJP splits N into partials; row views start mid-granule."""
-    n, k = 3001, 512
+@pytest.mark.parametrize("m", (17, 257))
+@pytest.mark.parametrize("qtype", QTYPES)
+def test_tiled_kernels_over_several_n_tiles(qtype, m, device, rng, tolerances) -> None:
+    """N = 300: matmul_t's tiled kernel over three 128-wide output tiles, the last one partial."""
+    n, k = 300, shapes_for(qtype)[-1][1]
     w, w_ref = gpu_weight(qtype, n, k, device)
+    x = rng.standard_normal((m, k)).astype(np.float32)
+    got = kernels.matmul_t(torch.from_numpy(x).to(device), w).cpu().numpy()
+    assert rel_frobenius(got, matmul_t_ref(x, w_ref)) <= tolerances["matmul_float32"]
     g = rng.standard_normal((m, n)).astype(np.float32)
     got = kernels.matmul(torch.from_numpy(g).to(device), w).cpu().numpy()
     assert rel_frobenius(got, matmul_ref(g, w_ref)) <= tolerances["matmul_float32"]
+
+
+@pytest.mark.cuda
+@needs_gpu
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("m", (1, 16, 300))
+@pytest.mark.parametrize("qtype", QTYPES)
+def test_real_layer_sizes_within_float32_claim(qtype, m, device, rng, tolerances) -> None:
+    """K (matmul_t) and N (the VJP's reduction) of 4096-28672, where float32 accumulation over ~900
+    terms per lane (small M) or 1792 partial sums (tiled) is closest to the 1e-6 claim."""
+    for size in REAL_SIZES:
+        w, w_ref = gpu_weight(qtype, 64, size, device)
+        x = rng.standard_normal((m, size)).astype(np.float32)
+        got = kernels.matmul_t(torch.from_numpy(x).to(device), w).cpu().numpy()
+        assert rel_frobenius(got, matmul_t_ref(x, w_ref)) <= tolerances["matmul_float32"], ("K", size)
+        w, w_ref = gpu_weight(qtype, size, 256, device)
+        g = rng.standard_normal((m, size)).astype(np.float32)
+        got = kernels.matmul(torch.from_numpy(g).to(device), w).cpu().numpy()
+        assert rel_frobenius(got, matmul_ref(g, w_ref)) <= tolerances["matmul_float32"], ("N", size)
+
+
+@pytest.mark.cuda
+@needs_gpu
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("qtype", ["Q4_0", "Q4_K", "Q6_K", "F16"])
+@pytest.mark.parametrize("m", [1, 16, 100])
+def test_wide_vjp_splits_n_and_row_views(qtype, m, dtype, device, rng, tolerances) -> None:
+    """N large against K: the small-M VJP splits N into partials; row views start mid-granule."""
+    n, k = 3001, 512
+    tol = tolerances["matmul_float32" if dtype == np.float32 else "matmul_float64"]
+    w, w_ref = gpu_weight(qtype, n, k, device)
+    if dtype == np.float64 or m <= 16:  # the small-M kernel, here with N split
+        qid, index = kernels._QTYPE_IDS[qtype], torch.device(device).index
+        assert _cuda.matmul_workspace_bytes(m, qid, n, k, dtype == np.float64, index) > 0
+    g = rng.standard_normal((m, n)).astype(dtype)
+    got = kernels.matmul(torch.from_numpy(g).to(device), w).cpu().numpy()
+    assert rel_frobenius(got, matmul_ref(g, w_ref)) <= tol
     view, view_ref = w.rows(5, 2000), w_ref[5:2000]  # byte offset 5·row_bytes: not 16-aligned
-    x = rng.standard_normal((m, k)).astype(np.float32)
+    x = rng.standard_normal((m, k)).astype(dtype)
     got = kernels.matmul_t(torch.from_numpy(x).to(device), view).cpu().numpy()
-    assert rel_frobenius(got, matmul_t_ref(x, view_ref)) <= tolerances["matmul_float32"]
-    g = rng.standard_normal((m, view.shape[0])).astype(np.float32)
+    assert rel_frobenius(got, matmul_t_ref(x, view_ref)) <= tol
+    g = rng.standard_normal((m, view.shape[0])).astype(dtype)
     got = kernels.matmul(torch.from_numpy(g).to(device), view).cpu().numpy()
-    assert rel_frobenius(got, matmul_ref(g, view_ref)) <= tolerances["matmul_float32"]
+    assert rel_frobenius(got, matmul_ref(g, view_ref)) <= tol
+
+
+@pytest.mark.cuda
+@needs_gpu
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("m", [1, 16])
+def test_unaligned_x_with_k_multiple_of_4(m, device, rng, tolerances) -> None:
+    """x 4 bytes past a 16-byte boundary with K % 4 == 0: the small kernel must not use 16-byte loads."""
+    w, w_ref = gpu_weight("Q4_K", 33, 768, device)
+    x = rng.standard_normal((m, 768)).astype(np.float32)
+    buffer = torch.empty(m * 768 + 1, device=device)
+    xd = buffer[1:].view(m, 768)
+    xd.copy_(torch.from_numpy(x))
+    assert xd.data_ptr() % 16 == 4
+    got = kernels.matmul_t(xd, w).cpu().numpy()
+    assert rel_frobenius(got, matmul_t_ref(x, w_ref)) <= tolerances["matmul_float32"]
+
+
+@pytest.mark.cuda
+@needs_gpu
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize(
+    "transposed,dtype,m",
+    [
+        (True, torch.float64, 65535 * 16 + 5),  # matmul_t's small kernel: slabs of 16 on grid.y
+        (False, torch.float64, 65535 * 8 + 5),  # the VJP's float64 slabs of 8 on grid.z
+        (True, torch.float32, 65535 * 128 + 5),  # the tiled kernel: 128-row tiles on grid.y
+        (False, torch.float32, 65535 * 128 + 5),
+    ],
+    ids=["matmul_t-f64", "matmul-f64", "matmul_t-f32-tiled", "matmul-f32-tiled"],
+)
+def test_m_beyond_grid_limits_runs_in_pieces(transposed, dtype, m, device, tolerances) -> None:
+    """More row slabs than a grid holds (65535): launched in pieces, every row written (NaN-poisoned)."""
+    n, k = 3, 32
+    w, w_ref = gpu_weight("Q8_0", n, k, device)
+    wd = torch.from_numpy(w_ref).to(device, torch.float64)
+    x = torch.randn(m, k if transposed else n, device=device, dtype=dtype)
+    out = torch.full((m, n if transposed else k), float("nan"), device=device, dtype=dtype)
+    (kernels.matmul_t if transposed else kernels.matmul)(x, w, out=out)
+    ref = x.double() @ (wd.T if transposed else wd)  # cuBLAS float64
+    error = float((out.double() - ref).norm() / ref.norm())
+    assert error <= tolerances["matmul_float32" if dtype == torch.float32 else "matmul_float64"]
+
+
+@pytest.mark.cuda
+@needs_gpu
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("m", [1, 16, 300])
+def test_two_runs_bitwise_equal(m, dtype, device) -> None:
+    """No atomics, fixed summation order: the same product twice gives the same bits (split VJP too)."""
+    bits = torch.int32 if dtype == torch.float32 else torch.int64
+    for n, k in [(3001, 512), (64, 14336)]:
+        w, _ = gpu_weight("Q4_K", n, k, device)
+        x, g = (torch.randn(m, size, device=device, dtype=dtype) for size in (k, n))
+        for product, a in ((kernels.matmul_t, x), (kernels.matmul, g)):
+            first, second = product(a, w), product(a, w)
+            assert torch.equal(first.view(bits), second.view(bits)), (product.__name__, n, k)
 
 
 @pytest.mark.cuda
@@ -176,16 +292,84 @@ def test_dequantize_bit_exact(qtype, device, rng) -> None:
 @pytest.mark.cuda
 @needs_gpu
 @pytest.mark.parametrize("device", DEVICES)
-def test_out_batched_and_stream(device, rng, tolerances) -> None:
-    w, w_ref = gpu_weight("Q4_K", 33, 768, device)
-    x = torch.from_numpy(rng.standard_normal((2, 3, 768)).astype(np.float32)).to(device)
-    out = torch.empty(2, 3, 33, device=device)
+@pytest.mark.parametrize("transposed", [True, False], ids=["matmul_t", "matmul"])
+def test_out_batched_and_stream(transposed, device, rng, tolerances) -> None:
+    """On a side stream x is written late (after a sleep): a kernel not on that stream reads NaN."""
+    n, k = 3001, 512  # the VJP splits N: its workspace comes from torch's allocator on this stream
+    w, w_ref = gpu_weight("Q4_K", n, k, device)
+    inner, outer = (k, n) if transposed else (n, k)
+    host = rng.standard_normal((2, 3, inner)).astype(np.float32)
+    base = torch.from_numpy(host).to(device)
+    torch.cuda.synchronize(device)
     stream = torch.cuda.Stream(device)
     with torch.cuda.stream(stream):
-        assert kernels.matmul_t(x, w, out=out) is out
+        x = torch.full_like(base, float("nan"))
+        out = torch.full((2, 3, outer), float("nan"), device=device)
+        torch.cuda._sleep(SLEEP_CYCLES)
+        x.copy_(base)
+        product = kernels.matmul_t if transposed else kernels.matmul
+        assert product(x, w, out=out) is out
     stream.synchronize()
-    ref = matmul_t_ref(x.cpu().numpy().reshape(6, 768), w_ref).reshape(2, 3, 33)
+    ref = (matmul_t_ref if transposed else matmul_ref)(host.reshape(6, inner), w_ref).reshape(2, 3, outer)
     assert rel_frobenius(out.cpu().numpy(), ref) <= tolerances["matmul_float32"]
+
+
+@pytest.mark.cuda
+@needs_gpu
+@pytest.mark.parametrize("device", DEVICES)
+def test_out_overlapping_x_is_rejected(device) -> None:
+    """N == K makes out=x pass every shape check; the kernels would read what they overwrite."""
+    w, _ = gpu_weight("Q8_0", 64, 64, device)
+    x = torch.randn(5, 64, device=device)
+    for product in (kernels.matmul_t, kernels.matmul):
+        with pytest.raises(ValueError, match="overlaps"):
+            product(x, w, out=x)
+    buffer = torch.randn(5 * 64 + 32, device=device)
+    a, b = buffer[: 5 * 64].view(5, 64), buffer[32:].view(5, 64)  # half a row apart
+    with pytest.raises(ValueError, match="overlaps"):
+        kernels.matmul_t(a, w, out=b)
+    with pytest.raises(ValueError, match="overlaps"):
+        kernels.matmul(b, w, out=a)
+
+
+@pytest.mark.cuda
+@needs_gpu
+@pytest.mark.parametrize("device", DEVICES)
+def test_error_leaves_no_trace(device, rng, tolerances) -> None:
+    """A failed launch (no such device) raises; the next, valid calls must not inherit its error."""
+    n, k, m = 3001, 512, 4  # a split VJP: its workspace query runs first
+    w, w_ref = gpu_weight("Q4_K", n, k, device)
+    qtype, stream = kernels._QTYPE_IDS["Q4_K"], int(torch.cuda.current_stream(device).cuda_stream)
+    x = torch.from_numpy(rng.standard_normal((m, k)).astype(np.float32)).to(device)
+    g = torch.from_numpy(rng.standard_normal((m, n)).astype(np.float32)).to(device)
+    y, z = torch.empty(m, n, device=device), torch.empty(m, k, device=device)
+    bad_device = 10_000
+    with pytest.raises(RuntimeError, match="pylin CUDA matmul_t failed"):
+        _cuda.matmul_t(x.data_ptr(), m, w.data.data_ptr(), w.nbytes, qtype, n, k, y.data_ptr(), False, 0, 0,
+                       bad_device, stream)  # fmt: skip
+    got = kernels.matmul_t(x, w).cpu().numpy()
+    assert rel_frobenius(got, matmul_t_ref(x.cpu().numpy(), w_ref)) <= tolerances["matmul_float32"]
+    with pytest.raises(RuntimeError, match="pylin CUDA dequantize failed"):
+        _cuda.dequantize(w.data.data_ptr(), w.nbytes, qtype, n, k, z.data_ptr(), bad_device, stream)
+    assert np.array_equal(cuda.dequantize(w).cpu().numpy(), w_ref)
+    with pytest.raises(ValueError, match="workspace"):  # a split VJP without its workspace
+        _cuda.matmul(g.data_ptr(), m, w.data.data_ptr(), w.nbytes, qtype, n, k, z.data_ptr(), False, 0, 0,
+                     torch.device(device).index, stream)  # fmt: skip
+    got = kernels.matmul(g, w).cpu().numpy()
+    assert rel_frobenius(got, matmul_ref(g.cpu().numpy(), w_ref)) <= tolerances["matmul_float32"]
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
+@needs_gpu
+def test_current_device_is_restored() -> None:
+    """The kernels switch to the weight's device and back: torch's current device stays as it was."""
+    torch.cuda.set_device(0)
+    w, _ = gpu_weight("Q4_0", 7, 64, "cuda:1")
+    kernels.matmul_t(torch.randn(3, 64, device="cuda:1"), w)
+    kernels.matmul(torch.randn(3, 7, device="cuda:1"), w)
+    cuda.dequantize(w)
+    assert torch.cuda.current_device() == 0
 
 
 @pytest.mark.cuda
@@ -221,18 +405,46 @@ def test_cupy_arrays_in_and_out(rng, tolerances) -> None:
     assert rel_frobenius(cupy.asnumpy(got), matmul_t_ref(x, w_ref)) <= tolerances["matmul_float32"]
 
 
+@pytest.mark.cuda
+@needs_gpu
+def test_cupy_out_on_a_side_stream_is_ready(rng, tolerances) -> None:
+    """The kernel runs on torch's stream, held up by a sleep; the caller's cupy stream must wait for it
+    before it reads `out`, and the kernel for the caller's x (written late on that stream)."""
+    cupy = pytest.importorskip("cupy")
+    w, w_ref = gpu_weight("Q8_0", 7, 96, "cuda:0")
+    x = rng.standard_normal((4, 96)).astype(np.float32)
+    side = cupy.cuda.Stream(non_blocking=True)
+    with side:
+        base = cupy.asarray(x)
+        side.synchronize()
+        xc = cupy.full_like(base, cupy.nan)
+        out = cupy.full((4, 7), cupy.nan, dtype=cupy.float32)
+        with torch.cuda.stream(torch.cuda.ExternalStream(side.ptr)):
+            torch.cuda._sleep(SLEEP_CYCLES)  # x is written late on the side stream
+        xc[...] = base
+        torch.cuda._sleep(SLEEP_CYCLES)  # and torch's stream, where the kernel runs, is late too
+        assert cuda.matmul_t(xc, w, out=out) is out
+        got = cupy.asnumpy(out, stream=side)  # on the side stream, right away
+    assert rel_frobenius(got, matmul_t_ref(x, w_ref)) <= tolerances["matmul_float32"]
+
+
 # ---- the engine on the GPU ------------------------------------------------------------------------
 
 PROMPT = [2, 17, 5, 33, 8, 21, 11]
-ENGINE_TOL = {torch.float32: 1e-5, torch.float64: 1e-11}
 
 
-@pytest.fixture(scope="module", params=["llama", "gemma3"])
+@pytest.fixture(scope="module", params=TINY_FAMILIES)
 def tiny_gguf(request, tmp_path_factory):
     from tiny_models import make_tiny_hf, write_tiny_gguf
 
     folder = tmp_path_factory.mktemp(request.param)
-    _, hf = make_tiny_hf(request.param, folder)
+    # llama.cpp's qwen3 has no sliding-window layers (as in tests/test_models.py)
+    options = (
+        {"use_sliding_window": False, "layer_types": ["full_attention"] * 2}
+        if request.param == "qwen3"
+        else {}
+    )
+    _, hf = make_tiny_hf(request.param, folder, **options)
     path = folder / "tiny.gguf"
     write_tiny_gguf(hf, request.param, path, qtypes="Q8_0")
     return path
@@ -245,7 +457,8 @@ def tiny_gguf(request, tmp_path_factory):
 def test_engine_on_gpu_matches_cpu(tiny_gguf, dtype, device) -> None:
     cpu = pylin.load(tiny_gguf, dtype=dtype)
     gpu = cuda.to_device(pylin.load(tiny_gguf, dtype=dtype), device)
-    tol = ENGINE_TOL[cpu.dtype]
+    assert gpu.device == device and pylin.load(tiny_gguf, dtype=dtype, device=device).device == device
+    tol = engine_tolerance(cpu.dtype)
     lin_cpu, lin_gpu = cpu.linearize(PROMPT), gpu.linearize(PROMPT)
     assert lin_gpu.reconstruction().rel_error <= tol
     gen = torch.Generator().manual_seed(0)

@@ -49,10 +49,8 @@ PUBLISHED_70B_GB = {"Q4_K_M": 42.52, "IQ4_XS": 37.90, "IQ3_M": 31.94}
 
 
 def llama_70b_header(mix: str) -> dict:
-    shape = make_synthetic_gguf.MODELS["llama-3.3-70b"]
-    types = make_synthetic_gguf.tensor_types(shape, shape.n_layers, mix + "_MIX")
-    names = make_synthetic_gguf.tensor_list(shape, shape.n_layers)
-    tensors = [(name, types[name], dims) for name, dims in names]
+    shape, _, planned = make_synthetic_gguf.plan("llama-3.3-70b", mix + "_MIX")
+    tensors = [(t.name, t.qtype, t.dims) for t in planned]
     config = {"n_layers": shape.n_layers, "d_model": shape.d_model, "n_heads": shape.n_heads,
               "n_kv_heads": shape.n_kv_heads, "head_dim": shape.d_model // shape.n_heads, "d_ff": shape.d_ff,
               "vocab_size": shape.vocab}  # fmt: skip

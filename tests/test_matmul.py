@@ -201,6 +201,17 @@ def test_mismatched_inner_dimension_is_refused() -> None:
         kernels.matmul(np.zeros((2, 736), dtype=np.float32), w)
 
 
+def test_out_overlapping_the_input_is_refused() -> None:
+    """N == K: out=x, or out half a row past x, passes every shape check but would be read while written."""
+    w, _ = weights("Q8_0", 32, 32)
+    buffer = np.zeros(5 * 32 + 16, dtype=np.float32)
+    x, shifted = buffer[: 5 * 32].reshape(5, 32), buffer[16:].reshape(5, 32)
+    for product in (kernels.matmul_t, kernels.matmul):
+        for out in (x, shifted):
+            with pytest.raises(ValueError, match="overlaps"):
+                product(x, w, out=out)
+
+
 def test_non_contiguous_is_refused() -> None:
     w, _ = weights("Q8_0", 7, 736)
     x = np.zeros((736, 4), dtype=np.float32).T

@@ -455,9 +455,8 @@ def test_copy_of_config_is_independent(tiny):
 # ---- bench/make_synthetic_gguf.py ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("qtype", ["Q4_0", "Q4_K"])
-def test_synthetic_gguf_writer(tmp_path, qtype):
-    """The benchmark's random-block writer: a loadable llama GGUF with sane weights (small shape here)."""
+def synthetic_writer():
+    """bench/make_synthetic_gguf.py as a module, with a tiny llama shape added."""
     import importlib.util
     import sys
     from pathlib import Path
@@ -468,11 +467,32 @@ def test_synthetic_gguf_writer(tmp_path, qtype):
     spec.loader.exec_module(synthetic)
     rope = {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original": 16}
     synthetic.MODELS["tiny"] = synthetic.Shape(256, 2, 4, 2, 512, 300, llama3_rope=rope)
-    path = synthetic.write("tiny", qtype, tmp_path / "synthetic.gguf")
+    synthetic.MODELS["tiny-16"] = synthetic.Shape(256, 16, 4, 2, 512, 300)
+    return synthetic
+
+
+@pytest.mark.parametrize("qtype", ["Q4_0", "Q4_K", "Q5_K"])
+def test_synthetic_gguf_writer(tmp_path, qtype):
+    """The benchmark's random-block writer: a loadable llama GGUF with sane weights (small shape here)."""
+    path = synthetic_writer().write("tiny", qtype, tmp_path / "synthetic.gguf")
     model = pylin.load(path)
     assert (model.n_layers, model.d_model, model.config.n_kv_heads) == (2, 256, 2)
     w = model.weights.layers[0].down
     assert w.qtype == qtype
     values = w.dequantize()
     assert abs(values.mean()) < 2e-3 and 0.01 < values.std() < 0.04
+    assert torch.isfinite(model.logits([1, 2, 3])).all()
+
+
+def test_synthetic_q4_k_m_mix_and_parallel_writing(tmp_path):
+    """Q4_K_M follows llama.cpp's use_more_bits layers; the bytes do not depend on the worker count."""
+    synthetic = synthetic_writer()
+    one = synthetic.write("tiny-16", "Q4_K_M", tmp_path / "one.gguf")
+    two = synthetic.write("tiny-16", "Q4_K_M", tmp_path / "two.gguf", workers=2)
+    assert one.read_bytes() == two.read_bytes()
+    assert one.stat().st_size >= synthetic.file_size("tiny-16", "Q4_K_M")
+    model = pylin.load(one)
+    more_bits = [i for i in range(16) if model.weights.layers[i].down.qtype == "Q6_K"]
+    assert more_bits == [0, 1, 4, 7, 10, 13, 14, 15]  # i < 2, i >= 14, (i - 2) % 3 == 2
+    assert {model.weights.layers[i].gate.qtype for i in range(16)} == {"Q4_K"}
     assert torch.isfinite(model.logits([1, 2, 3])).all()

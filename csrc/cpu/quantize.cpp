@@ -384,7 +384,7 @@ bool can_quantize(QType t) {
     }
 }
 
-void quantize_rows(const float* x, int64_t N, int64_t K, QType qtype, uint8_t* out, int64_t row_bytes,
+void quantize_rows(const float* x, int64_t N, int64_t K, int64_t row_bytes, QType qtype, uint8_t* out,
                    int n_threads) {
     parallel_for(N, n_threads, [&](int64_t r) { quantize_row(x + r * K, K, qtype, out + r * row_bytes); });
 }

@@ -15,7 +15,7 @@ namespace pylin {
 
 // x: N rows of K floats (contiguous); out: N rows of row_bytes bytes.  K must be a
 // whole number of blocks and row_bytes = K / block_size * block_bytes (the binding checks).
-void quantize_rows(const float* x, int64_t N, int64_t K, QType qtype, uint8_t* out, int64_t row_bytes,
+void quantize_rows(const float* x, int64_t N, int64_t K, int64_t row_bytes, QType qtype, uint8_t* out,
                    int n_threads);
 
 // The formats quantize_rows writes (pylin.qtensor.WRITABLE_QTYPES): pylin reads the i-quants,

@@ -175,12 +175,6 @@ PYLIN_HD void decode_chunk(const uint8_t* row, int64_t k, int valid, float y[CHU
     }
 }
 
-// Bytes of the row that hold weights [k0, k0 + n): both ends rounded to whole blocks.
-template <QType QT>
-PYLIN_HD int64_t chunk_byte_offset(int64_t k) {
-    return (k / Format<QT>::block_size) * Format<QT>::block_bytes;
-}
-
 // Expands `BODY` once per format with `QT_` bound to the QType (host-side dispatch of templates).
 #define PYLIN_DISPATCH_QTYPE(qtype, BODY)                                           \
     switch ((QType)(qtype)) {                                                       \

@@ -6,7 +6,8 @@
 #include <cuda_runtime.h>
 
 #include "common/block_formats.h"
-#include "launchers.h"
+#include "cuda/device_guard.cuh"
+#include "cuda/launchers.h"
 
 namespace pylin::cuda {
 namespace {
@@ -21,19 +22,19 @@ __global__ void dequantize_kernel(const uint8_t* w, int64_t n_rows, int64_t bloc
 
 }  // namespace
 
-int dequantize(const uint8_t* w, int64_t N, int64_t K, int64_t row_bytes, int qtype, float* out, int device,
+int dequantize(const uint8_t* w, int64_t N, int64_t K, int64_t row_bytes, QType qtype, float* out, int device,
                void* stream) {
-    const cudaError_t err = cudaSetDevice(device);
+    DeviceGuard guard;
+    const cudaError_t err = guard.enter(device);
     if (err != cudaSuccess) return (int)err;
-    const FormatInfo f = format_info((QType)qtype);
+    const FormatInfo f = format_info(qtype);
     const int64_t blocks_per_row = K / f.block_size;
     const int64_t total = N * blocks_per_row;
     const int threads = 256;
-    const int64_t grid = (total + threads - 1) / threads;
-    dequantize_kernel<<<(unsigned)grid, threads, 0, (cudaStream_t)stream>>>(w, N, blocks_per_row, row_bytes,
-                                                                          (QType)qtype, f.block_size,
-                                                                          f.block_bytes, out);
-    return (int)cudaGetLastError();
+    const int64_t grid = (total + threads - 1) / threads;  // < 2^31 - 1 (grid.x's limit) below 5e11 blocks
+    dequantize_kernel<<<(unsigned)grid, threads, 0, (cudaStream_t)stream>>>(w, N, blocks_per_row, row_bytes, qtype,
+                                                                          f.block_size, f.block_bytes, out);
+    return (int)launch_error();
 }
 
 }  // namespace pylin::cuda

@@ -8,9 +8,13 @@
 // segments at a time with 16-byte loads, each lane decodes its 8 columns and accumulates
 // g[m][n]·w[n][k] in registers; the 4 warps are summed through shared memory in warp order.
 // When K alone gives too few blocks to fill the GPU, N is split: each split writes its own
-// partial tile to a workspace and a second kernel adds the partials in split order.
+// partial tile to a workspace (the caller's, from torch's caching allocator: see
+// matmul_workspace_bytes) and a second kernel adds the partials in split order.
+// M beyond a grid's 65535 slabs runs in pieces of rows (for_each_row_piece).
 // Large M (float32): the tiled kernel of matmul_common.cuh.
 // Tests: tests/test_cuda.py.
+#include <algorithm>
+
 #include "cuda/launchers.h"
 #include "cuda/matmul_common.cuh"
 
@@ -107,65 +111,89 @@ __global__ void sum_splits_kernel(const T* __restrict__ partial, int splits, int
     }
 }
 
-int multiprocessors(int device) {
-    int count = 0;
-    if (cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device) != cudaSuccess) count = 108;
-    return count;
-}
+// How the small-M kernel covers m rows: k tiles on grid.x, splits of N on grid.y, slabs on grid.z.
+struct SmallPlan {
+    int k_tiles;
+    int64_t slabs, splits, rows_per_split;
+};
 
-template <QType QT, typename T>
-cudaError_t launch_small(const uint8_t* w, int64_t N, int64_t K, int64_t row_bytes, const T* g, int64_t M, T* y,
-                         int device, cudaStream_t stream) {
-    constexpr int MS = slab_rows<T>();
-    const int k_tiles = ceil_div(K, V_KTILE), slabs = ceil_div(M, MS);
+template <typename T>
+SmallPlan plan_small(int64_t N, int64_t K, int64_t m, int device) {
+    SmallPlan p;
+    p.k_tiles = ceil_div(K, V_KTILE);
+    p.slabs = ceil_div(m, slab_rows<T>());
     // Enough blocks for ~4 per SM; each split keeps at least 8 row steps so partials stay few.
     const int64_t want = 4LL * multiprocessors(device);
-    const int64_t have = (int64_t)k_tiles * slabs;
+    const int64_t have = (int64_t)p.k_tiles * p.slabs;
     int64_t splits = have >= want ? 1 : (want + have - 1) / have;
     splits = min64(splits, ceil_div(N, 8 * V_ROW_STEP));
     splits = splits < 1 ? 1 : splits;
-    int64_t rows_per_split = ceil_div(ceil_div(N, splits), V_ROW_STEP) * (int64_t)V_ROW_STEP;
-    splits = ceil_div(N, rows_per_split);
-    const dim3 grid(k_tiles, (unsigned)splits, slabs);
-    if (splits == 1) {
-        matmul_small_kernel<QT, T><<<grid, V_WARPS * WARP, 0, stream>>>(w, N, K, row_bytes, g, M, N, y);
-        return cudaGetLastError();
+    p.rows_per_split = ceil_div(ceil_div(N, splits), V_ROW_STEP) * (int64_t)V_ROW_STEP;
+    p.splits = ceil_div(N, p.rows_per_split);
+    return p;
+}
+
+// The split partials of rows [m0, m0 + m) need splits * m * K values; pieces run one after the
+// other on one stream, so the workspace is the largest piece's (a full one, or the last).
+template <typename T>
+int64_t small_workspace_bytes(const MatmulArgs& a) {
+    const int64_t piece = MAX_GRID_YZ * slab_rows<T>();
+    int64_t most = 0;
+    for (const int64_t m : {min64(a.M, piece), a.M % piece}) {
+        if (m <= 0) continue;
+        const SmallPlan p = plan_small<T>(a.N, a.K, m, a.device);
+        if (p.splits > 1) most = std::max<int64_t>(most, p.splits * m * a.K * (int64_t)sizeof(T));
     }
-    T* partial = nullptr;
-    cudaError_t err = cudaMallocAsync((void**)&partial, (size_t)splits * M * K * sizeof(T), stream);
-    if (err != cudaSuccess) return err;
-    matmul_small_kernel<QT, T><<<grid, V_WARPS * WARP, 0, stream>>>(w, N, K, row_bytes, g, M, rows_per_split,
-                                                                    partial);
-    err = cudaGetLastError();
-    if (err == cudaSuccess) {
-        const int64_t size = M * K;
+    return most;
+}
+
+template <QType QT, typename T>
+cudaError_t launch_small(const MatmulArgs& a, cudaStream_t stream) {
+    if (a.workspace_bytes < small_workspace_bytes<T>(a)) return cudaErrorInvalidValue;  // the binding checks first
+    const T* g = (const T*)a.x;
+    T* y = (T*)a.y;
+    T* partial = (T*)a.workspace;
+    return for_each_row_piece(a.M, slab_rows<T>(), MAX_GRID_YZ, [&](int64_t m0, int64_t m) {
+        const SmallPlan p = plan_small<T>(a.N, a.K, m, a.device);
+        const dim3 grid(p.k_tiles, (unsigned)p.splits, (unsigned)p.slabs);
+        const T* gm = g + m0 * a.N;
+        T* ym = y + m0 * a.K;
+        if (p.splits == 1) {
+            matmul_small_kernel<QT, T><<<grid, V_WARPS * WARP, 0, stream>>>(a.w, a.N, a.K, a.row_bytes, gm, m, a.N, ym);
+            return launch_error();
+        }
+        matmul_small_kernel<QT, T>
+            <<<grid, V_WARPS * WARP, 0, stream>>>(a.w, a.N, a.K, a.row_bytes, gm, m, p.rows_per_split, partial);
+        const cudaError_t err = launch_error();
+        if (err != cudaSuccess) return err;
+        const int64_t size = m * a.K;
         const int blocks = (int)min64(ceil_div(size, 256), 65535);
-        sum_splits_kernel<T><<<blocks, 256, 0, stream>>>(partial, (int)splits, size, y);
-        err = cudaGetLastError();
-    }
-    const cudaError_t freed = cudaFreeAsync(partial, stream);
-    return err != cudaSuccess ? err : freed;
+        sum_splits_kernel<T><<<blocks, 256, 0, stream>>>(partial, (int)p.splits, size, ym);
+        return launch_error();
+    });
 }
 
 template <QType QT>
-cudaError_t launch(const uint8_t* w, int64_t N, int64_t K, int64_t row_bytes, const void* g, int64_t M, void* y,
-                   bool is_double, int device, cudaStream_t stream) {
-    if (is_double) return launch_small<QT, double>(w, N, K, row_bytes, (const double*)g, M, (double*)y, device, stream);
-    if (M <= SMALL_M) return launch_small<QT, float>(w, N, K, row_bytes, (const float*)g, M, (float*)y, device, stream);
-    const dim3 grid(ceil_div(K, TILE_N), ceil_div(M, TILE_M));
-    matmul_tiled_kernel<QT, false><<<grid, TILE_THREADS, 0, stream>>>(w, N, K, row_bytes, (const float*)g, M,
-                                                                      (float*)y);
-    return cudaGetLastError();
+cudaError_t launch(const MatmulArgs& a) {
+    const cudaStream_t stream = (cudaStream_t)a.stream;
+    if (a.is_double) return launch_small<QT, double>(a, stream);
+    if (a.M <= SMALL_M) return launch_small<QT, float>(a, stream);
+    return launch_tiled<QT, false>(a, stream);
 }
 
 }  // namespace
 
-int matmul(const uint8_t* w, int64_t N, int64_t K, int64_t row_bytes, int qtype, const void* g, int64_t M, void* y,
-           bool is_double, int device, void* stream) {
-    cudaError_t err = cudaSetDevice(device);
+int64_t matmul_workspace_bytes(const MatmulArgs& args) {
+    if (args.is_double) return small_workspace_bytes<double>(args);
+    return args.M <= SMALL_M ? small_workspace_bytes<float>(args) : 0;
+}
+
+int matmul(const MatmulArgs& args) {
+    DeviceGuard guard;
+    cudaError_t err = guard.enter(args.device);
     if (err != cudaSuccess) return (int)err;
-    PYLIN_DISPATCH_QTYPE(qtype, err = launch<QT_>(w, N, K, row_bytes, g, M, y, is_double, device,
-                                                  (cudaStream_t)stream));
+    err = cudaErrorInvalidValue;  // an unknown format (the binding rejects it first)
+    PYLIN_DISPATCH_QTYPE(args.qtype, err = launch<QT_>(args));
     return (int)err;
 }
 
