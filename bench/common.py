@@ -52,6 +52,7 @@ def time_interleaved(
     warmup: int = 1,
     settle_s: float = 0.0,
     evict: Callable[[], Any] | None = None,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> list[float]:
     """Median milliseconds of each function, timed in alternation (a, b, a, b, ...) so that load from
     other processes on a shared machine hits every contender alike.  settle_s: before each timed call,
@@ -59,7 +60,9 @@ def time_interleaved(
     its own steady state: not sharing cores with the previous contender's idle threads (torch's OpenMP
     workers spin ~10 ms after each parallel region), and not paying to wake sleeping cores either (a
     plain sleep instead costs ~1 ms per call on the dev VM, which buries millisecond kernels).
-    evict: called right before each timed call (e.g. to push the contender's data out of the caches)."""
+    evict: called right before each timed call (e.g. to push the contender's data out of the caches).
+    clock: what a timed call is measured with; time.thread_time counts only the CPU time of the calling
+    thread (single-threaded contenders on a machine oversubscribed by other jobs)."""
     for fn in fns:
         for _ in range(warmup):
             fn()
@@ -71,9 +74,9 @@ def time_interleaved(
                 fn()
             if evict is not None:
                 evict()
-            t0 = time.perf_counter()
+            t0 = clock()
             fn()
-            samples[i].append(time.perf_counter() - t0)
+            samples[i].append(clock() - t0)
     return [statistics.median(s) * 1e3 for s in samples]
 
 

@@ -5,7 +5,8 @@ compared with the seed's route — torch.autograd.functional.jacobian(vectorize=
 detached model on float32 dequantized weights (pylin.reference) — and how close to the FLOP floor
 2 · d_out · n · P (P = parameters of the linear map: Wv, Wo, Wu, Wd) at the float32 GEMM rate
 measured in the same run?  Also: a synthetic Llama-3-8B Q4_0 (8 tokens): linearize + one JVP and
-one VJP batch of 16 within 8 GiB peak RSS.
+one VJP batch of 16 within 8 GiB peak RSS; and a synthetic Llama-3-8B in llama.cpp's IQ4_XS mix
+(8 tokens): linearize + the top-8 SVD of the last token's block within 8 GiB.
 
 Every case runs in its own subprocess so that peak RSS is that case's alone.  Peak RSS is reported
 whole (torch, the tokenizer and the mapped file included: ~0.5 GiB common to every case) and as the
@@ -14,6 +15,7 @@ part above what the process held once the model was loaded (`extra_rss_gib`).
     python bench/jacobian.py                 # 8, 32, 128 tokens
     python bench/jacobian.py --tokens 8 32   # a subset
     python bench/jacobian.py --llama8b PATH  # also the synthetic 8B file (bench/make_synthetic_gguf.py)
+    python bench/jacobian.py --tokens --llama8b-svd PATH   # only the 8B (e.g. IQ4_XS_MIX) SVD case
     python bench/jacobian.py --smoke         # 4 tokens, every case, seconds; no results file
 """
 
@@ -137,9 +139,20 @@ def case(kind: str, model_path: str, n_tokens: int, threads: int) -> dict:
         result["vjp16_s"] = time.perf_counter() - t1
         result["seconds"] = time.perf_counter() - t0
         result["rel_error"] = lin.reconstruction().rel_error
+    elif kind == "llama8b_svd":
+        lin = model.linearize(ids)
+        result["linearize_s"] = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        svd = lin.svd(k=8, token=-1)
+        result["svd8_s"] = time.perf_counter() - t1
+        result["sigma"] = svd.S.flatten().tolist()
+        result["seconds"] = time.perf_counter() - t0
+        result["rel_error"] = lin.reconstruction().rel_error
+        result["formats"] = sorted({w.qtype for w in (model.weights.layers[0].q, model.weights.layers[0].v,
+                                                      model.weights.layers[0].down)})  # fmt: skip
     result["peak_rss_gib"] = peak_rss_gib()
     result["extra_rss_gib"] = result["peak_rss_gib"] - result["base_rss_gib"]
-    if kind != "llama8b":
+    if not kind.startswith("llama8b"):
         result["flop_floor"] = 2 * model.d_model * len(ids) * linear_map_params(model)
     return result
 
@@ -175,6 +188,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--timeout", type=float, default=1800)
     ap.add_argument("--llama8b", help="synthetic Llama-3-8B Q4_0 GGUF (bench/make_synthetic_gguf.py)")
+    ap.add_argument("--llama8b-svd", help="synthetic Llama-3-8B (e.g. IQ4_XS_MIX) for linearize + top-8 SVD")
     ap.add_argument("--skip-seed", action="store_true", help="do not run the seed baseline")
     add_output_args(ap)
     ap.add_argument("--case", help=argparse.SUPPRESS)
@@ -203,10 +217,11 @@ def main() -> None:
                 r["x_floor"] = r["seconds"] / r["floor_seconds"]
             rows.append(r)
             print(format_row(r), flush=True)
-    if args.llama8b:
-        r = run_case("llama8b", args.llama8b, 8, args.threads, args.timeout)
-        rows.append(r)
-        print(format_row(r), flush=True)
+    for kind, path in (("llama8b", args.llama8b), ("llama8b_svd", args.llama8b_svd)):
+        if path:
+            r = run_case(kind, path, 8, args.threads, args.timeout)
+            rows.append(r)
+            print(format_row(r), flush=True)
     summary = summarize(rows)
     for line in summary:
         print(line)
@@ -222,7 +237,9 @@ def format_row(r: dict) -> str:
     if "error" in r:
         return f"{r['case']:<11} n={r['tokens']:<4} FAILED: {r['error']}"
     extra = f" x_floor={r['x_floor']:.2f}" if "x_floor" in r else ""
-    extra += "".join(f" {k}={r[k]:.2f}s" for k in ("linearize_s", "jvp16_s", "vjp16_s") if k in r)
+    extra += "".join(f" {k}={r[k]:.2f}s" for k in ("linearize_s", "jvp16_s", "vjp16_s", "svd8_s") if k in r)
+    if "load_peak_rss_gib" in r:
+        extra += f" load_peak={r['load_peak_rss_gib']:.2f}GiB"
     return (
         f"{r['case']:<11} n={r['tokens']:<4} {r['seconds']:9.2f} s  peak RSS {r['peak_rss_gib']:6.2f} GiB "
         f"(+{r.get('extra_rss_gib', float('nan')):.2f} over the loaded model)  "

@@ -4,16 +4,26 @@
     python bench/make_synthetic_gguf.py llama-3.3-70b Q4_K_M /data/l70.gguf --workers 8   # ~42 GB
     python bench/make_synthetic_gguf.py llama-3-8b Q4_K out.gguf --layers 2     # a short stack
     python bench/make_synthetic_gguf.py llama-3.3-70b Q4_K_M x.gguf --size      # bytes it would write
+    python bench/make_synthetic_gguf.py llama-3-8b IQ4_XS_MIX out.gguf          # llama.cpp's IQ4_XS mix
+    python bench/make_synthetic_gguf.py llama-3.3-70b IQ3_M_MIX l70.gguf --sparse   # header + holes
 
+The format is one block format for every 2-D weight (Q4_0, Q4_K, IQ2_XS, MXFP4, ...: every one pylin
+reads) or a llama.cpp mix: Q4_K_M, or any mix of pylin.mixes with the suffix _MIX (Q4_K_M_MIX,
+IQ4_XS_MIX, IQ3_M_MIX, IQ2_XS_MIX, ...; the suffix tells the mix IQ4_XS from the format).  A mix gives
+each tensor the type llama.cpp's quantizer gives it (src/llama-quant.cpp, llama_tensor_get_type, as
+restated in pylin.mixes: for Q4_K_M, Q6_K for output.weight and for attn_v / ffn_down in the layers
+`use_more_bits` picks, Q5_K for the other attn_v of a 70B, Q4_K elsewhere), so the file has the types
+and the size of a downloaded one (Llama-3.3-70B: Q4_K_M 42.5 GB, IQ4_XS 37.9, IQ3_M 31.9, IQ2_XS 21.1).
 Random *blocks* are generated directly (random quant bytes, fp16 scales of random sign chosen so the
-weights have mean 0 and a standard deviation of about 0.02), so writing runs at disk speed and never
-holds more than one chunk of rows per worker in memory; each chunk's bytes come from its own seeded
-generator, so the file is the same whatever the number of workers.  Q4_K_M is llama.cpp's mix
-(src/llama-quant.cpp, llama_tensor_get_type_impl): Q6_K for output.weight and for attn_v / ffn_down
-in the layers `use_more_bits` picks, Q5_K for the other attn_v of a 70B, Q4_K elsewhere.  Norms are
-ones (F32); llama3 rope scaling is written as llama.cpp's `rope_freqs` tensor.
-Used by bench/forward.py, bench/jacobian.py and bench/gpu.py (through bench/gpu_check.sh); covered
-by tests/test_models.py (loaded with pylin: shapes, formats, weight statistics).
+weights have mean 0 and a standard deviation of about 0.02; formats beyond the five below through
+pylin.synthetic), so writing runs at disk speed and never holds more than one chunk of rows per
+worker in memory; each chunk's bytes come from its own seeded generator, so the file is the same
+whatever the number of workers.  --sparse writes the header only and leaves the tensor data as holes
+(all-zero blocks, valid in every format): a 70B file that takes no disk, for `pylin info` and the
+planner.  Norms are ones (F32); llama3 rope scaling is written as llama.cpp's `rope_freqs` tensor.
+Used by bench/forward.py, bench/jacobian.py, bench/plan_70b.py and bench/gpu.py (through
+bench/gpu_check.sh); covered by tests/test_models.py (loaded with pylin: shapes, formats, weight
+statistics) and tests/test_gguf_new_types.py (the mixes, sparse headers).
 """
 
 from __future__ import annotations
@@ -29,6 +39,8 @@ from pathlib import Path
 
 import gguf
 import numpy as np
+
+from pylin import mixes, synthetic
 
 
 @dataclass(frozen=True)
@@ -51,8 +63,12 @@ MODELS = {
     "llama-3.2-3b": Shape(3072, 28, 24, 8, 8192, 128256, llama3_rope={**_LLAMA31_ROPE, "factor": 32.0}),
     "llama-3.3-70b": Shape(8192, 80, 64, 8, 28672, 128256, llama3_rope=_LLAMA31_ROPE, context=131072),
 }
-BLOCK_TYPES = ("Q4_0", "Q8_0", "Q4_K", "Q5_K", "Q6_K")
-MIXES = ("Q4_K_M",)
+# Every block format pylin reads; the first five get hand-sized scales below (their files stay as they were).
+BLOCK_TYPES = ("Q4_0", "Q8_0", "Q4_K", "Q5_K", "Q6_K") + tuple(
+    q for q in synthetic.FP16_SCALE_FIELDS if q not in ("Q4_0", "Q8_0", "Q4_K", "Q5_K", "Q6_K")
+)
+MIX_SUFFIX = "_MIX"
+MIXES = ("Q4_K_M",) + tuple(m + MIX_SUFFIX for m in mixes.MIXES)
 STD = 0.02
 CHUNK_BYTES = 64 << 20
 
@@ -79,28 +95,17 @@ def random_blocks(rng: np.random.Generator, n_blocks: int, qtype: str) -> np.nda
         blocks[:, 2:4] = half(d * q_mean)  # same sign as d: the mean of d·sc·q cancels dmin·m's
     elif qtype == "Q6_K":  # ..., int8 scales, half d last: d·sc·(q − 32)
         blocks[:, -2:] = half(jitter * STD / (74 * 18))
-    else:
-        raise ValueError(f"random blocks for {qtype} are not implemented (use {', '.join(BLOCK_TYPES)})")
+    else:  # the other formats' scale fields: pylin.synthetic (the i-quants, TQ*, MXFP4, ...)
+        return synthetic.random_blocks(qtype, n_blocks, STD, rng)
     return blocks
 
 
-def use_more_bits(i_layer: int, n_layers: int) -> bool:
-    """llama.cpp's choice of the layers whose attn_v / ffn_down get more bits in the _M mixes."""
-    return i_layer < n_layers // 8 or i_layer >= 7 * n_layers // 8 or (i_layer - n_layers // 8) % 3 == 2
-
-
-def tensor_qtype(qtype: str, name: str, n_layers: int, is_70b: bool) -> str:
-    """The format of one quantized tensor: `qtype` itself, or its place in the Q4_K_M mix."""
+def tensor_qtype(qtype: str, name: str, shape: Shape, n_layers: int) -> str:
+    """The format of one quantized tensor: `qtype` itself, or its place in a llama.cpp mix."""
     if qtype not in MIXES:
         return qtype
-    if name == "output.weight":
-        return "Q6_K"
-    layer = int(name.split(".")[1]) if name.startswith("blk.") else -1
-    if name.endswith("attn_v.weight"):
-        return "Q6_K" if use_more_bits(layer, n_layers) else ("Q5_K" if is_70b else "Q4_K")
-    if name.endswith("ffn_down.weight") and use_more_bits(layer, n_layers):
-        return "Q6_K"
-    return "Q4_K"
+    mix = qtype.removesuffix(MIX_SUFFIX)
+    return mixes.tensor_type(mix, name, n_layers=n_layers, n_heads=shape.n_heads, n_kv_heads=shape.n_kv_heads)
 
 
 def tensor_list(shape: Shape, n_layers: int) -> list[tuple[str, tuple[int, int] | tuple[int]]]:
@@ -163,9 +168,8 @@ def plan(model: str, qtype: str, n_layers: int | None = None) -> tuple[Shape, in
         raise ValueError(f"unknown format {qtype!r}; use one of {', '.join(BLOCK_TYPES + MIXES)}")
     shape = MODELS[model]
     n_layers = shape.n_layers if n_layers is None else n_layers
-    is_70b = shape.d_model == 8192 and shape.n_layers == 80
     tensors = [
-        Tensor(name, dims, "F32" if len(dims) == 1 else tensor_qtype(qtype, name, n_layers, is_70b))
+        Tensor(name, dims, "F32" if len(dims) == 1 else tensor_qtype(qtype, name, shape, n_layers))
         for name, dims in tensor_list(shape, n_layers)
     ]
     return shape, n_layers, tensors
@@ -177,9 +181,16 @@ def file_size(model: str, qtype: str, n_layers: int | None = None) -> int:
 
 
 def write(
-    model: str, qtype: str, path: Path, n_layers: int | None = None, seed: int = 0, workers: int = 1
+    model: str,
+    qtype: str,
+    path: Path,
+    n_layers: int | None = None,
+    seed: int = 0,
+    workers: int = 1,
+    sparse: bool = False,
 ) -> Path:
-    """Write the file (into `path`.partial, renamed when complete: a file at `path` is whole)."""
+    """Write the file (into `path`.partial, renamed when complete: a file at `path` is whole).
+    sparse: the header only; the tensor data stay the holes the truncation made (zero blocks)."""
     shape, n_layers, tensors = plan(model, qtype, n_layers)
     final, path = Path(path), Path(str(path) + ".partial")
     writer = gguf.GGUFWriter(str(path), "llama")
@@ -210,6 +221,8 @@ def write(
         offset += gguf.GGUFWriter.ggml_pad(_nbytes(t.qtype, t.dims), writer.data_alignment)
     writer.close()
     os.truncate(path, offset)
+    if sparse:
+        jobs = []
     if workers <= 1:
         for job in jobs:
             _write_chunk(str(path), job)
@@ -288,6 +301,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=1, help="processes generating and writing chunks")
     parser.add_argument("--size", action="store_true", help="print the bytes it would write, write nothing")
+    parser.add_argument("--sparse", action="store_true", help="header only, tensor data left as holes")
     parser.add_argument("--smoke", action="store_true", help="a tiny Q4_K_M file, read back, deleted")
     args = parser.parse_args()
     if args.smoke:
@@ -298,7 +312,7 @@ def main() -> None:
         print(file_size(args.model, args.qtype, args.layers))
         return
     t0 = time.perf_counter()
-    write(args.model, args.qtype, args.path, args.layers, args.seed, args.workers)
+    write(args.model, args.qtype, args.path, args.layers, args.seed, args.workers, args.sparse)
     size = args.path.stat().st_size
     print(f"wrote {args.path} ({size / 2**30:.2f} GiB) in {time.perf_counter() - t0:.1f} s")
 

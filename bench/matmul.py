@@ -5,7 +5,8 @@
     python bench/matmul.py --formats Q4_0,Q4_K --shapes llama-o --m 1,8,512
 
 Layer shapes of Llama-3-8B and Gemma-3-270M (N x K = out x in), formats Q4_0, Q4_K, Q5_0, Q6_K, Q8_0,
-BF16, M in {1, 8, 64, 512, 2048}, both orientations: matmul_t (y = x wᵀ, forward/JVP) and matmul
+BF16 and the table-decoded IQ4_XS, IQ3_S, IQ2_XS, MXFP4 (any format pylin reads with --formats),
+M in {1, 8, 64, 512, 2048}, both orientations: matmul_t (y = x wᵀ, forward/JVP) and matmul
 (y = g w, VJP).  Baseline: torch.matmul on the same weights dequantized to float32 beforehand, same
 thread count, same process; the two are timed in alternation and the medians compared, so load from
 other processes on a shared machine hits both alike.  Before each timed call the contender runs
@@ -14,25 +15,29 @@ timed inside that window shares a core with them (pylin's own callers avoid this
 kernels.kernel_threads); --settle-ms 0 measures that interaction instead.  Then --evict-mb of memory
 is rewritten (numpy, one thread), so that neither contender finds its weights in the 32 MB L3, as
 when a model's layers are streamed in turn.  Targets (issue 2): M <= 16 at least 2x torch,
-M >= 512 at least 0.8x torch.  Writes bench/results/matmul-<date>.json.
+M >= 512 at least 0.8x torch.  --clock cpu (with --threads 1) times each call by the calling thread's CPU
+time instead of wall time: on a machine oversubscribed by other jobs it leaves out the time slices a
+contender spent descheduled.  Writes bench/results/matmul-<date>-<commit>.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
 from common import add_output_args, print_table, time_interleaved, write_results, writes_results
 
 import pylin
-from pylin import kernels
+from pylin import kernels, synthetic
 
 SHAPES: dict[str, tuple[int, int]] = {  # name: (N, K) = (out, in)
     "llama-v": (1024, 4096), "llama-o": (4096, 4096), "llama-up": (14336, 4096), "llama-down": (4096, 14336),
     "gemma-v": (256, 640), "gemma-o": (640, 1024), "gemma-up": (2048, 640), "gemma-down": (640, 2048),
 }  # fmt: skip
-FORMATS = ("Q4_0", "Q4_K", "Q5_0", "Q6_K", "Q8_0", "BF16")
+FORMATS = ("Q4_0", "Q4_K", "Q5_0", "Q6_K", "Q8_0", "BF16", "IQ4_XS", "IQ3_S", "IQ2_XS", "MXFP4")
 MS = (1, 8, 64, 512, 2048)
 QUICK = {"shapes": ("llama-o", "gemma-up"), "formats": ("Q4_0", "Q4_K", "Q8_0", "BF16"), "m": (1, 8, 512)}
 SMOKE = {"shapes": ("llama-v",), "formats": FORMATS, "m": (1, 65)}
@@ -47,6 +52,8 @@ def random_weight(qtype: str, n: int, k: int, rng: np.random.Generator) -> pylin
     if qtype == "BF16":
         values = rng.standard_normal((n, k), dtype=np.float32)
         return pylin.QTensor((values.view(np.uint32) >> 16).astype(np.uint16), "BF16", (n, k))
+    if qtype not in _SCALES:  # the i-quants, TQ*, MXFP4: pylin.synthetic knows their scale fields
+        return synthetic.random_qtensor(qtype, (n, k), 0.01, seed=int(rng.integers(2**31)))
     block_size, block_bytes = pylin.qtensor.block_layout(qtype)
     blocks = rng.integers(0, 256, size=(n * k // block_size, block_bytes), dtype=np.uint8)
     for offset in _SCALES[qtype]:
@@ -66,6 +73,7 @@ def run(
     orientations: list[str],
     settle_s: float,
     evict_mb: int,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> list[dict]:
     rng = np.random.default_rng(0)
     junk = np.zeros(evict_mb << 18, dtype=np.float32)
@@ -100,7 +108,11 @@ def run(
                             f"matmul.py: {shape} {qtype} M={m} {orientation}: rel. error {rel_err:.1e}"
                         )
                     pylin_ms, torch_ms = time_interleaved(
-                        fns, repeats=repeats_for(flops), settle_s=settle_s, evict=evict if evict_mb else None
+                        fns,
+                        repeats=repeats_for(flops),
+                        settle_s=settle_s,
+                        evict=evict if evict_mb else None,
+                        clock=clock,
                     )
                     row = {
                         "shape": shape, "N": n, "K": k, "format": qtype, "M": m, "orientation": orientation,
@@ -135,8 +147,15 @@ def main(argv: list[str] | None = None) -> None:
         "--settle-ms", type=float, default=30.0, help="untimed runs before each timed call (0: none)"
     )
     parser.add_argument("--evict-mb", type=int, default=64, help="memory rewritten before each timed call")
+    parser.add_argument(
+        "--clock", choices=["wall", "cpu"], default="wall",
+        help="cpu: the calling thread's CPU time (needs --threads 1): on a machine oversubscribed by other "
+             "jobs, wall time also counts the time slices the contenders were not running",
+    )  # fmt: skip
     add_output_args(parser)
     args = parser.parse_args(argv)
+    if args.clock == "cpu" and args.threads != 1:
+        parser.error("--clock cpu measures one thread: use it with --threads 1")
 
     subset = SMOKE if args.smoke else QUICK if args.quick else {"shapes": SHAPES, "formats": FORMATS, "m": MS}
     shapes, formats, ms = list(subset["shapes"]), list(subset["formats"]), list(subset["m"])
@@ -154,7 +173,8 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"# pylin {pylin.__version__}, ISA {kernels.isa()}, {args.threads} threads, torch {torch.__version__}"
     )
-    rows = run(shapes, formats, ms, orientations, args.settle_ms / 1e3, args.evict_mb)
+    clock = time.thread_time if args.clock == "cpu" else time.perf_counter
+    rows = run(shapes, formats, ms, orientations, args.settle_ms / 1e3, args.evict_mb, clock)
     print()
     print_table(
         rows,
@@ -166,7 +186,7 @@ def main(argv: list[str] | None = None) -> None:
         extra = {"isa": kernels.isa(), "torch": torch.__version__, "pylin": pylin.__version__,
                  "baseline": "torch.matmul, float32 weights dequantized beforehand, same threads, timed "
                              "in alternation with pylin (median of repeats)",
-                 "settle_ms": args.settle_ms, "evict_mb": args.evict_mb,
+                 "settle_ms": args.settle_ms, "evict_mb": args.evict_mb, "clock": args.clock,
                  "note": "shared 2-core machine: other processes ran during the measurement "
                          "(see loadavg_1_5_15)"}  # fmt: skip
         path = write_results("matmul", rows, args.threads, extra, tag=args.tag)

@@ -107,6 +107,7 @@ void dequantize(py::buffer w_obj, int qtype_id, int64_t N, int64_t K, py::buffer
 // Rows of float32 x (N x K, contiguous) into `out`, which must hold exactly N rows of the format.
 void quantize(py::buffer x_obj, int qtype_id, py::buffer out_obj, int n_threads) {
     const QType qtype = checked_qtype(qtype_id);
+    if (!can_quantize(qtype)) fail("pylin reads GGML type " + std::to_string(qtype_id) + " but cannot write it");
     py::buffer_info x = x_obj.request();
     py::buffer_info out = out_obj.request(true);
     require_2d(x, "x", -1, -1);

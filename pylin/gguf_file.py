@@ -153,7 +153,8 @@ def _walk(c: _Cursor, size: int, path: Path) -> dict[str, Any]:
             qtype = GGMLQuantizationType(type_id)
         except ValueError:
             raise UnsupportedQuantTypeError(
-                f"{path}: tensor {name!r} has unknown GGML type id {type_id}"
+                f"{path}: tensor {name!r} has unknown GGML type id {type_id} (newer than this gguf-py?); "
+                f"pylin's kernels support {', '.join(SUPPORTED_QTYPES)}"
             ) from None
         infos.append((name, dims, qtype, offset))
     data_start = -(-c.pos // alignment) * alignment

@@ -17,7 +17,7 @@ import torch
 
 from .architectures import Family, family_for_hf
 from .errors import CheckpointError, TensorShapeError
-from .qtensor import QTensor, block_layout, qtype_name
+from .qtensor import QTensor, block_layout, writable_qtype
 
 # Prefixes under which checkpoints hold the decoder; stripped so names read "model.layers.…".
 _PREFIXES = (
@@ -73,7 +73,7 @@ class SafetensorsSource:
         for idx, handle in enumerate(self._handles):
             for key in handle.keys():
                 self._where[_canonical(key)] = (idx, key)
-        self.quantize = qtype_name(quantize) if quantize else None
+        self.quantize = writable_qtype(quantize) if quantize else None
 
     def has(self, name: str) -> bool:
         return name in self._where

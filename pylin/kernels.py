@@ -3,7 +3,7 @@
     matmul_t(x, w)  = x · wᵀ   x: (..., K), w: QTensor (N, K)  -> (..., N)   forward pass and JVPs
     matmul(g, w)    = g · w    g: (..., N), w: QTensor (N, K)  -> (..., K)   VJPs
     dequantize(w)   -> float32 array, bit-exact with gguf-py's gguf.quants.dequantize
-    quantize(x, qtype) -> QTensor (round-to-nearest, every supported format)
+    quantize(x, qtype) -> QTensor (round-to-nearest; F32 … Q6_K: the i-quants, TQ*, MXFP4 are read only)
 
 Activations are float32 (float32 accumulation) or float64 (float64 accumulation, for exact
 verification); numpy arrays and CPU torch tensors are accepted and returned in kind, without copies.
@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from . import _core, cuda  # pylin.cuda imports no torch or CUDA until it is used
-from .qtensor import QTYPE_IDS, QTensor, qtype_name, row_nbytes
+from .qtensor import QTYPE_IDS, QTensor, row_nbytes, writable_qtype
 
 # Resolve the CPU variant now, so that a bad PYLIN_ISA fails `import pylin` with its own message
 # instead of the first matmul.
@@ -196,8 +196,11 @@ def dequantize(w: QTensor) -> np.ndarray:
 
 
 def quantize(x: Any, qtype: str) -> QTensor:
-    """Quantize float32 rows (shape (..., K)) into `qtype` with round-to-nearest; returns a QTensor."""
-    name = qtype_name(qtype)
+    """Quantize float32 rows (shape (..., K)) into `qtype` with round-to-nearest; returns a QTensor.
+
+    Writes the formats in qtensor.WRITABLE_QTYPES; the i-quants, TQ1_0 / TQ2_0 and MXFP4 are read only
+    (a ValueError says so)."""
+    name = writable_qtype(qtype)
     xa, _ = _host_view(x, "x")
     if xa.dtype != np.float32:
         raise ValueError(f"quantize needs float32 input, got {xa.dtype}")

@@ -17,6 +17,7 @@ import torch
 from .architectures import config_from_gguf, config_from_hf, family_for_gguf
 from .errors import CheckpointError
 from .model import Model
+from .qtensor import writable_qtype
 
 _DTYPES = {
     "float32": torch.float32,
@@ -67,9 +68,12 @@ def load(
     """Load a `.gguf` file or a folder with config.json + *.safetensors as a pylin.Model.
 
     tokenizer: a Hugging Face tokenizer folder (or tokenizer object) to use instead of the checkpoint's.
-    quantize: for HF folders, a GGUF format ("Q4_K", "Q8_0", ...) to quantize every weight into at load.
+    quantize: for HF folders, a GGUF format ("Q4_K", "Q8_0", ...) to quantize every weight into at load
+        (F32 … Q6_K; the i-quants, TQ1_0 / TQ2_0 and MXFP4 are read, not written).
     """
     torch_dtype, device = _dtype(dtype), _check_device(device)
+    if quantize is not None:
+        writable_qtype(quantize)  # before any file is read: says which formats pylin writes
     path = Path(source).expanduser()
     if not path.exists():
         raise FileNotFoundError(f"no such model file or folder: {path}")

@@ -17,7 +17,14 @@ from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 # The formats the kernels implement, spelled as GGUF spells them.
 SUPPORTED_QTYPES: tuple[str, ...] = (
     "F32", "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K",
+    "IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_XXS", "IQ3_S", "IQ4_NL", "IQ4_XS",
+    "TQ1_0", "TQ2_0", "MXFP4",
 )  # fmt: skip
+
+# The formats kernels.quantize writes (round to nearest; bit-exact with gguf-py where it quantizes).
+# The others pylin reads but does not write: the i-quants need an importance matrix to quantize well,
+# ternary and MXFP4 weights come from models trained for them.
+WRITABLE_QTYPES: tuple[str, ...] = SUPPORTED_QTYPES[:13]
 
 # GGML type ids and (weights per block, bytes per block) as gguf-py states them (ggml-common.h).
 QTYPE_IDS: dict[str, int] = {name: int(GGMLQuantizationType[name]) for name in SUPPORTED_QTYPES}
@@ -42,6 +49,23 @@ def qtype_name(qtype: str | int | GGMLQuantizationType) -> str:
     if name not in _BLOCK:
         raise ValueError(
             f"unsupported quantization type {name!r}; pylin supports {', '.join(SUPPORTED_QTYPES)}"
+        )
+    return name
+
+
+def writable_qtype(qtype: str | int | GGMLQuantizationType) -> str:
+    """qtype_name for a format pylin can quantize into; a read-only format gets an error saying which
+    formats pylin writes and where the read-only ones come from."""
+    name = qtype_name(qtype)
+    if name not in WRITABLE_QTYPES:
+        origin = (
+            "i-quants need an importance matrix: make them with llama.cpp's llama-quantize --imatrix"
+            if name.startswith("IQ")
+            else "ternary and MXFP4 weights come from models trained for them (llama.cpp converts those)"
+        )
+        raise ValueError(
+            f"pylin reads {name} but cannot write it ({origin}); pylin quantizes into "
+            f"{', '.join(WRITABLE_QTYPES)}"
         )
     return name
 

@@ -1,7 +1,9 @@
 """Slow truths the kernel tests compare against: gguf-py's dequantizer, float64 products, block generators.
 
 Nothing here calls pylin.  `dequantize_ref` is gguf-py's `gguf.quants.dequantize` (its own tests hold
-it bit-exact against ggml's C code); the products are float64 numpy matmuls of those float32 weights.
+it bit-exact against ggml's C code; for the i-quants, ternary and MXFP4 formats its grids equal
+llama.cpp's ggml-common.h tables, see csrc/common/make_iquant_tables.py --against); the products are
+float64 numpy matmuls of those float32 weights.
 Used by tests/test_dequantize.py, tests/test_matmul.py and tests/test_quantize.py.
 """
 
@@ -11,17 +13,28 @@ import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 from gguf.quants import dequantize as gguf_dequantize
 
-# Every format pylin implements, spelled as GGUF spells them.
-QTYPES: tuple[str, ...] = (
+# Every format pylin writes (kernels.quantize), then every one it reads, spelled as GGUF spells them.
+WRITABLE_QTYPES: tuple[str, ...] = (
     "F32", "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K",
 )  # fmt: skip
+READ_ONLY_QTYPES: tuple[str, ...] = (
+    "IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_XXS", "IQ3_S", "IQ4_NL", "IQ4_XS",
+    "TQ1_0", "TQ2_0", "MXFP4",
+)  # fmt: skip
+QTYPES: tuple[str, ...] = WRITABLE_QTYPES + READ_ONLY_QTYPES
 FLOAT_QTYPES = ("F32", "F16", "BF16")
 
-# Byte offsets of the fp16 scale fields inside one block (ggml-common.h): everything else is bit fields.
+# Byte offsets of the fp16 scale fields inside one block (ggml-common.h): everything else is bit fields
+# (sub-block scales, grid indices, signs), valid for any bytes.  IQ1_M's fp16 scale is split into the
+# top nibbles of its 4 scale words (IQ1_M_SCALE_WORDS); MXFP4's scale is an E8M0 byte (always finite).
 SCALE_OFFSETS: dict[str, tuple[int, ...]] = {
     "Q4_0": (0,), "Q4_1": (0, 2), "Q5_0": (0,), "Q5_1": (0, 2), "Q8_0": (0,),
     "Q2_K": (80, 82), "Q3_K": (108,), "Q4_K": (0, 2), "Q5_K": (0, 2), "Q6_K": (208,),
+    "IQ1_S": (0,), "IQ2_XXS": (0,), "IQ2_XS": (0,), "IQ2_S": (0,), "IQ3_XXS": (0,), "IQ3_S": (0,),
+    "IQ4_NL": (0,), "IQ4_XS": (0,), "TQ1_0": (52,), "TQ2_0": (64,), "IQ1_M": (), "MXFP4": (),
 }  # fmt: skip
+IQ1_M_SCALE_WORDS = 48  # byte offset of block_iq1_m.scales: 4 little-endian u16
+MXFP4_MODERATE_E = (116, 124)  # E8M0 exponents whose weights (2^(e-128) x up to 12) are ~1e-4 .. 0.2
 
 
 def ggml_type(qtype: str) -> GGMLQuantizationType:
@@ -89,12 +102,66 @@ def random_blocks(
             .astype(np.uint16)
             .view(np.uint8)
         )
-    block_size, type_size = block_layout(qtype)
+    block_size, _ = block_layout(qtype)
     n_blocks = n_rows * (k // block_size)
-    blocks = rng.integers(0, 256, size=(n_blocks, type_size), dtype=np.uint8)
+    blocks = _random_quant_blocks(qtype, n_blocks, rng, moderate)
+    # keep only blocks whose gguf-py weights are finite (MXFP4's largest scales times its largest
+    # codes overflow); redraw the others
+    for _ in range(100):
+        with np.errstate(over="ignore"):
+            weights = gguf_dequantize(blocks, ggml_type(qtype)).reshape(n_blocks, -1)
+        bad = ~np.isfinite(weights).all(axis=1)
+        if not bad.any():
+            return blocks.reshape(n_rows, -1)
+        blocks[bad] = _random_quant_blocks(qtype, int(bad.sum()), rng, moderate)
+    raise AssertionError(f"{qtype}: could not draw finite random blocks")
+
+
+def _random_quant_blocks(qtype: str, n_blocks: int, rng: np.random.Generator, moderate: bool) -> np.ndarray:
+    """Random bytes with the scale fields set: fp16 scales over their range (or moderate ones)."""
+    blocks = rng.integers(0, 256, size=(n_blocks, block_layout(qtype)[1]), dtype=np.uint8)
+
+    def scales() -> np.ndarray:
+        return moderate_fp16_bits(rng, n_blocks) if moderate else random_fp16_bits(rng, n_blocks)
+
     for offset in SCALE_OFFSETS[qtype]:
-        bits = moderate_fp16_bits(rng, n_blocks) if moderate else random_fp16_bits(rng, n_blocks)
+        blocks[:, offset : offset + 2] = scales().view(np.uint8).reshape(n_blocks, 2)
+    if qtype == "IQ1_M":
+        set_iq1_m_scale(blocks, scales())
+    if qtype == "MXFP4" and moderate:
+        blocks[:, 0] = rng.integers(*MXFP4_MODERATE_E, size=n_blocks)
+    return blocks
+
+
+def set_iq1_m_scale(blocks: np.ndarray, bits: np.ndarray) -> None:
+    """Write fp16 bit patterns as IQ1_M's split scale: nibble i in the top nibble of scale word i
+    (ggml-quants.c dequantize_row_iq1_m, iq1m_scale_t)."""
+    words = blocks[:, IQ1_M_SCALE_WORDS : IQ1_M_SCALE_WORDS + 8].copy().view(np.uint16)
+    for i in range(4):
+        nibble = (bits.astype(np.uint16) >> np.uint16(4 * i)) & np.uint16(0xF)
+        words[:, i] = (words[:, i] & np.uint16(0x0FFF)) | (nibble << np.uint16(12))
+    blocks[:, IQ1_M_SCALE_WORDS : IQ1_M_SCALE_WORDS + 8] = words.view(np.uint8)
+
+
+# Extreme scale values: the largest finite fp16, the smallest normal and subnormal, zero of both signs.
+EXTREME_FP16 = np.array([65504.0, -65504.0, 2.0**-14, -(2.0**-14), 0.0, -0.0], dtype=np.float16)
+EXTREME_E8M0 = np.array([0, 1, 2, 126, 127, 128, 253, 254, 255], dtype=np.uint8)
+
+
+def extreme_blocks(qtype: str, n_rows: int, k: int, rng: np.random.Generator) -> np.ndarray:
+    """Random blocks whose scale fields cycle through the extremes (EXTREME_FP16 and the smallest
+    subnormal 2^-24; every MXFP4 exponent class): products may overflow to inf, which is compared too."""
+    block_size, _ = block_layout(qtype)
+    n_blocks = n_rows * (k // block_size)
+    blocks = rng.integers(0, 256, size=(n_blocks, block_layout(qtype)[1]), dtype=np.uint8)
+    pool = np.concatenate([EXTREME_FP16.view(np.uint16), np.array([1, 0x8001], dtype=np.uint16)])
+    for j, offset in enumerate(SCALE_OFFSETS[qtype]):
+        bits = pool[(np.arange(n_blocks) + 3 * j) % len(pool)]
         blocks[:, offset : offset + 2] = bits.view(np.uint8).reshape(n_blocks, 2)
+    if qtype == "IQ1_M":
+        set_iq1_m_scale(blocks, pool[np.arange(n_blocks) % len(pool)])
+    if qtype == "MXFP4":
+        blocks[:, 0] = EXTREME_E8M0[np.arange(n_blocks) % len(EXTREME_E8M0)]
     return blocks.reshape(n_rows, -1)
 
 
@@ -108,7 +175,8 @@ def zero_blocks(qtype: str, n_rows: int, k: int) -> np.ndarray:
 def dequantize_ref(data: np.ndarray, qtype: str, n_rows: int, k: int) -> np.ndarray:
     """float32 (n_rows, k) from gguf-py, for bytes shaped (n_rows, row_bytes)."""
     raw = np.ascontiguousarray(data, dtype=np.uint8).reshape(n_rows, row_bytes(qtype, k))
-    out = gguf_dequantize(raw, ggml_type(qtype))
+    with np.errstate(over="ignore"):  # extreme MXFP4 scales overflow to inf, as in ggml
+        out = gguf_dequantize(raw, ggml_type(qtype))
     return np.asarray(out, dtype=np.float32).reshape(n_rows, k)
 
 

@@ -1,18 +1,36 @@
 """pylin.kernels.dequantize equals gguf-py's gguf.quants.dequantize bit for bit, for every format.
 
 Compared as uint32 views (so -0.0 vs 0.0 or a different NaN would fail): random blocks with fp16
-scales over their whole finite range (subnormals included), all-zero blocks, and every tensor of the
-real Gemma 3 270M Q4_K_M GGUF.  Covers csrc/common/block_formats.h and csrc/cpu dequantize_rows.
+scales over their whole finite range (subnormals included, blocks with non-finite weights redrawn),
+blocks with extreme scales (±65504, subnormals, ±0, every MXFP4 exponent class: inf compared too),
+all-zero blocks, every tensor of the real Gemma 3 270M Q4_K_M GGUF — under every ISA variant, each of
+which decodes with its own (scalar / AVX2 / AVX-512) block decoders.  And the i-quant tables header
+is what csrc/common/make_iquant_tables.py makes from the installed gguf-py.
+Covers csrc/common/*.h, csrc/cpu/decode_*simd.inc and csrc/cpu dequantize_rows.
 """
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 import numpy as np
 import pytest
-from reference import FLOAT_QTYPES, QTYPES, block_layout, dequantize_ref, random_blocks, zero_blocks
+from reference import (
+    FLOAT_QTYPES,
+    QTYPES,
+    block_layout,
+    dequantize_ref,
+    extreme_blocks,
+    random_blocks,
+    zero_blocks,
+)
 
 import pylin
 from pylin import kernels
+
+ISAS = kernels.available_isas()
+BLOCK_QTYPES = [q for q in QTYPES if q not in FLOAT_QTYPES]
 
 
 def assert_bits_equal(got: np.ndarray, ref: np.ndarray, what: str) -> None:
@@ -28,25 +46,52 @@ def k_for(qtype: str, blocks: int) -> int:
     return block_layout(qtype)[0] * blocks
 
 
+@pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("qtype", QTYPES)
 @pytest.mark.parametrize("n_rows,blocks_per_row", [(1, 1), (3, 5), (17, 2)])
 def test_random_blocks_bit_exact(
-    qtype: str, n_rows: int, blocks_per_row: int, rng: np.random.Generator
+    qtype: str, n_rows: int, blocks_per_row: int, isa: str, rng: np.random.Generator
 ) -> None:
     k = k_for(qtype, blocks_per_row) * (37 if qtype in FLOAT_QTYPES else 1)
     data = random_blocks(qtype, n_rows, k, rng)
-    got = kernels.dequantize(pylin.QTensor(data, qtype, (n_rows, k)))
-    assert_bits_equal(got, dequantize_ref(data, qtype, n_rows, k), f"{qtype} random blocks")
+    with kernels.use_isa(isa):
+        got = kernels.dequantize(pylin.QTensor(data, qtype, (n_rows, k)))
+    assert_bits_equal(got, dequantize_ref(data, qtype, n_rows, k), f"{qtype} random blocks ({isa})")
 
 
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("qtype", BLOCK_QTYPES)
+def test_extreme_scales_bit_exact(qtype: str, isa: str, rng: np.random.Generator) -> None:
+    k = k_for(qtype, 9)
+    data = extreme_blocks(qtype, 6, k, rng)
+    with kernels.use_isa(isa):
+        got = kernels.dequantize(pylin.QTensor(data, qtype, (6, k)))
+    ref = dequantize_ref(data, qtype, 6, k)
+    assert not np.isnan(ref).any()
+    assert_bits_equal(got, ref, f"{qtype} extreme scales ({isa})")
+
+
+@pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("qtype", QTYPES)
-def test_zero_blocks(qtype: str) -> None:
+def test_zero_blocks(qtype: str, isa: str) -> None:
     k = k_for(qtype, 3)
     data = zero_blocks(qtype, 4, k)
-    got = kernels.dequantize(pylin.QTensor(data, qtype, (4, k)))
+    with kernels.use_isa(isa):
+        got = kernels.dequantize(pylin.QTensor(data, qtype, (4, k)))
     # bit equality includes the sign of zero: Q4_0's 0 * (0 - 8) is -0.0 in ggml too
-    assert_bits_equal(got, dequantize_ref(data, qtype, 4, k), f"{qtype} zero blocks")
+    assert_bits_equal(got, dequantize_ref(data, qtype, 4, k), f"{qtype} zero blocks ({isa})")
     assert not np.any(got)
+
+
+def test_iquant_tables_match_gguf_py() -> None:
+    """csrc/common/iquant_tables.h is what make_iquant_tables.py generates from this gguf-py."""
+    script = Path(__file__).resolve().parent.parent / "csrc" / "common" / "make_iquant_tables.py"
+    if not script.exists():
+        pytest.skip("source tree not available (installed package only)")
+    spec = importlib.util.spec_from_file_location("make_iquant_tables", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--check"]) == 0, "iquant_tables.h is stale: run csrc/common/make_iquant_tables.py"
 
 
 def test_subnormal_scales_are_decoded_exactly() -> None:

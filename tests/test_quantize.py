@@ -16,7 +16,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from gguf.quants import quantize as gguf_quantize
-from reference import QTYPES, block_layout, dequantize_ref, ggml_array_rmse, ggml_test_signal, ggml_type
+from reference import (
+    READ_ONLY_QTYPES,
+    block_layout,
+    dequantize_ref,
+    ggml_array_rmse,
+    ggml_test_signal,
+    ggml_type,
+)
+from reference import WRITABLE_QTYPES as QTYPES
 
 import pylin
 from pylin import kernels
@@ -127,4 +135,22 @@ def test_quantize_input_checks() -> None:
     with pytest.raises(ValueError, match="empty"):
         kernels.quantize(np.zeros((0, 32), dtype=np.float32), "Q8_0")
     with pytest.raises(ValueError, match="unsupported"):
-        kernels.quantize(np.zeros((1, 32), dtype=np.float32), "IQ2_XXS")
+        kernels.quantize(np.zeros((1, 32), dtype=np.float32), "Q8_1")
+
+
+@pytest.mark.parametrize("qtype", READ_ONLY_QTYPES)
+def test_read_only_formats_say_what_pylin_writes(qtype: str, tmp_path) -> None:
+    """pylin reads the i-quants, TQ1_0 / TQ2_0 and MXFP4 but does not write them: a clear refusal, in
+    Python, in the native layer, and at load(quantize=...)."""
+    k = block_layout(qtype)[0]
+    with pytest.raises(ValueError, match=rf"reads {qtype} but cannot write it.*quantizes into F32.*Q6_K"):
+        kernels.quantize(np.zeros((1, k), dtype=np.float32), qtype)
+    from pylin import _core
+
+    out = np.zeros(block_layout(qtype)[1], dtype=np.uint8)
+    with pytest.raises(ValueError, match="cannot write"):
+        _core.quantize(np.zeros((1, k), np.float32), int(ggml_type(qtype)), out, 1)
+    (tmp_path / "config.json").write_text('{"model_type": "llama"}')
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    with pytest.raises(ValueError, match=f"reads {qtype} but cannot write it"):
+        pylin.load(tmp_path, quantize=qtype)

@@ -157,8 +157,13 @@ def random_kquant_blocks(n_rows: int, k: int, qtype: str, std: float, rng: np.ra
 
 
 def quantize_rows(w: np.ndarray, qtype: str, rng: np.random.Generator) -> np.ndarray:
-    """Bytes (rows, row_bytes) of w in qtype: gguf-py, else pylin's kernels, else random K-quant blocks."""
+    """Bytes (rows, row_bytes) of w in qtype: gguf-py, else pylin's kernels, else random blocks.
+
+    The i-quants nobody here can write (gguf-py and pylin only read them) become random valid blocks
+    with w's scale (pylin.synthetic): the reference model then holds exactly those weights."""
     import gguf
+
+    from pylin.qtensor import WRITABLE_QTYPES
 
     w = np.ascontiguousarray(w, dtype=np.float32)
     if qtype == "F32":
@@ -169,6 +174,11 @@ def quantize_rows(w: np.ndarray, qtype: str, rng: np.random.Generator) -> np.nda
         return gguf.quants.quantize(w, gguf.GGMLQuantizationType[qtype])
     except NotImplementedError:
         pass
+    if qtype not in WRITABLE_QTYPES:
+        from pylin import synthetic
+
+        n_blocks = w.size // gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[qtype]][0]
+        return synthetic.random_blocks(qtype, n_blocks, float(w.std()) or 0.02, rng).reshape(w.shape[0], -1)
     if _native_quantize_available():
         from pylin import kernels
 
@@ -295,7 +305,8 @@ def write_tiny_gguf(hf: torch.nn.Module, family: str, path: Path, qtypes: str | 
                     seed: int = 0, vocab: bool = False) -> torch.nn.Module:  # fmt: skip
     """Write hf as GGUF (llama.cpp's conventions) and return the HF model holding exactly its weights.
 
-    qtypes: one format for every 2-D weight, or {substring of the GGUF name: format} with "*" as default.
+    qtypes: one format for every 2-D weight, or {GGUF name or a substring of it: format} with "*" as
+    default (e.g. pylin.mixes.tensor_types(...) for a llama.cpp mix).
     Norms, rope factors stay F32.  vocab=True adds a toy byte-level "gpt2" vocabulary.
     """
     import gguf
@@ -328,6 +339,8 @@ def write_tiny_gguf(hf: torch.nn.Module, family: str, path: Path, qtypes: str | 
 def _pick(qtypes: str | dict[str, str], name: str) -> str:
     if isinstance(qtypes, str):
         return qtypes
+    if name in qtypes:
+        return qtypes[name]
     for key, qtype in qtypes.items():
         if key != "*" and key in name:
             return qtype

@@ -1,4 +1,7 @@
-// block_formats.h — every GGUF weight format pylin reads, in one place.
+// block_formats.h — every GGUF weight format pylin reads: the type ids, the per-format facts and the
+// one dispatch over the scalar decoders.  The 32-blocks and K-quants are defined here; the i-quants
+// in iquant_formats.h, TQ1_0 / TQ2_0 / MXFP4 in ternary_fp4_formats.h, the shared conversions in
+// scalars.h.
 //
 // One struct per block with a static_assert on its size, and one scalar
 // `decode_<format>` that writes the block's float32 values.  The decoders are
@@ -15,64 +18,19 @@
 #include <cstdint>
 #include <cstring>
 
-// static: internal linkage, so each translation unit (the generic, AVX2 and
-// AVX-512 builds of the CPU kernels) keeps its own copy compiled with its own
-// flags; a shared inline symbol could let the linker hand AVX-512 code to the
-// portable path.
-#if defined(__CUDACC__)
-#define PYLIN_HD static __host__ __device__ __forceinline__
-#else
-#define PYLIN_HD static inline
-#endif
+#include "iquant_formats.h"
+#include "scalars.h"
+#include "ternary_fp4_formats.h"
 
 namespace pylin {
 
 // GGUF's numeric type ids (ggml_type), spelled as GGUF spells them.
 enum class QType : int {
     F32 = 0, F16 = 1, Q4_0 = 2, Q4_1 = 3, Q5_0 = 6, Q5_1 = 7, Q8_0 = 8,
-    Q2_K = 10, Q3_K = 11, Q4_K = 12, Q5_K = 13, Q6_K = 14, BF16 = 30,
+    Q2_K = 10, Q3_K = 11, Q4_K = 12, Q5_K = 13, Q6_K = 14,
+    IQ2_XXS = 16, IQ2_XS = 17, IQ3_XXS = 18, IQ1_S = 19, IQ4_NL = 20, IQ3_S = 21, IQ2_S = 22,
+    IQ4_XS = 23, IQ1_M = 29, BF16 = 30, TQ1_0 = 34, TQ2_0 = 35, MXFP4 = 39,
 };
-
-constexpr int QK = 32;     // weights per block of the 32-block formats
-constexpr int QK_K = 256;  // weights per super-block of the K-quants
-constexpr int K_SCALE_SIZE = 12;
-
-// ---- scalar conversions ------------------------------------------------------
-
-// IEEE half -> float, exact for every finite value (subnormals included), inf and NaN.
-PYLIN_HD float fp16_to_fp32(uint16_t h) {
-    const uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
-    uint32_t exponent = (h >> 10) & 0x1fu;
-    uint32_t mantissa = h & 0x3ffu;
-    uint32_t bits;
-    if (exponent == 0x1fu) {
-        bits = sign | 0x7f800000u | (mantissa << 13);
-    } else if (exponent != 0) {
-        bits = sign | ((exponent + 112u) << 23) | (mantissa << 13);
-    } else if (mantissa == 0) {
-        bits = sign;
-    } else {
-        // subnormal half: normalize; the result is a normal float
-        exponent = 113u;
-        while ((mantissa & 0x400u) == 0) {
-            mantissa <<= 1;
-            --exponent;
-        }
-        bits = sign | (exponent << 23) | ((mantissa & 0x3ffu) << 13);
-    }
-    float f;
-    memcpy(&f, &bits, sizeof f);
-    return f;
-}
-
-PYLIN_HD float bf16_to_fp32(uint16_t h) {
-    const uint32_t bits = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &bits, sizeof f);
-    return f;
-}
-
-PYLIN_HD uint16_t load_u16(const uint8_t* p) { return (uint16_t)(p[0] | (p[1] << 8)); }
 
 // ---- block structs (ggml-common.h) ------------------------------------------
 
@@ -169,6 +127,18 @@ PYLIN_HD constexpr FormatInfo format_info(QType t) {
         case QType::Q4_K: return {QK_K, (int)sizeof(block_q4_K)};
         case QType::Q5_K: return {QK_K, (int)sizeof(block_q5_K)};
         case QType::Q6_K: return {QK_K, (int)sizeof(block_q6_K)};
+        case QType::IQ2_XXS: return {QK_K, (int)sizeof(block_iq2_xxs)};
+        case QType::IQ2_XS: return {QK_K, (int)sizeof(block_iq2_xs)};
+        case QType::IQ2_S: return {QK_K, (int)sizeof(block_iq2_s)};
+        case QType::IQ3_XXS: return {QK_K, (int)sizeof(block_iq3_xxs)};
+        case QType::IQ3_S: return {QK_K, (int)sizeof(block_iq3_s)};
+        case QType::IQ1_S: return {QK_K, (int)sizeof(block_iq1_s)};
+        case QType::IQ1_M: return {QK_K, (int)sizeof(block_iq1_m)};
+        case QType::IQ4_NL: return {QK, (int)sizeof(block_iq4_nl)};
+        case QType::IQ4_XS: return {QK_K, (int)sizeof(block_iq4_xs)};
+        case QType::TQ1_0: return {QK_K, (int)sizeof(block_tq1_0)};
+        case QType::TQ2_0: return {QK_K, (int)sizeof(block_tq2_0)};
+        case QType::MXFP4: return {QK, (int)sizeof(block_mxfp4)};
     }
     return {0, 0};
 }
@@ -215,10 +185,6 @@ PYLIN_HD void decode_q4_1(const uint8_t* bytes, float* y) {
         y[j] = d * (float)(qs[j] & 0xF) + m;
         y[j + QK / 2] = d * (float)(qs[j] >> 4) + m;
     }
-}
-
-PYLIN_HD uint32_t load_u32(const uint8_t* p) {
-    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
 }
 
 PYLIN_HD void decode_q5_0(const uint8_t* bytes, float* y) {
@@ -347,6 +313,18 @@ PYLIN_HD void decode_block(QType t, const uint8_t* bytes, float* y) {
         case QType::Q4_K: decode_q4_K(bytes, y); break;
         case QType::Q5_K: decode_q5_K(bytes, y); break;
         case QType::Q6_K: decode_q6_K(bytes, y); break;
+        case QType::IQ2_XXS: decode_iq2_xxs(bytes, y); break;
+        case QType::IQ2_XS: decode_iq2_xs(bytes, y); break;
+        case QType::IQ2_S: decode_iq2_s(bytes, y); break;
+        case QType::IQ3_XXS: decode_iq3_xxs(bytes, y); break;
+        case QType::IQ3_S: decode_iq3_s(bytes, y); break;
+        case QType::IQ1_S: decode_iq1_s(bytes, y); break;
+        case QType::IQ1_M: decode_iq1_m(bytes, y); break;
+        case QType::IQ4_NL: decode_iq4_nl(bytes, y); break;
+        case QType::IQ4_XS: decode_iq4_xs(bytes, y); break;
+        case QType::TQ1_0: decode_tq1_0(bytes, y); break;
+        case QType::TQ2_0: decode_tq2_0(bytes, y); break;
+        case QType::MXFP4: decode_mxfp4(bytes, y); break;
     }
 }
 

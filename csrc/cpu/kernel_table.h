@@ -23,12 +23,16 @@ struct MatmulArgs {
 };
 
 using MatmulFn = void (*)(const MatmulArgs&);
+// out[r * K ..] = the float32 values of row r, for n_rows rows of row_bytes bytes.
+using DequantizeFn = void (*)(const uint8_t* w, int64_t n_rows, int64_t K, int64_t row_bytes, QType qtype,
+                              float* out, int n_threads);
 
 struct KernelTable {
     MatmulFn matmul_t_f32;  // y = x . w^T
     MatmulFn matmul_t_f64;
     MatmulFn matmul_f32;    // y = g . w
     MatmulFn matmul_f64;
+    DequantizeFn dequantize;  // the variant's own block decoders (bit-identical in every variant)
 };
 
 KernelTable kernel_table_generic();
@@ -41,7 +45,7 @@ KernelTable kernel_table_avx512();
 
 const KernelTable& kernel_table(Isa isa);
 
-// Decode `n_rows` whole rows of a weight matrix to float32 (threaded).
+// Decode `n_rows` whole rows of a weight matrix to float32 (threaded), with the active variant's decoders.
 void dequantize_rows(const uint8_t* w, int64_t n_rows, int64_t K, int64_t row_bytes, QType qtype,
                      float* out, int n_threads);
 

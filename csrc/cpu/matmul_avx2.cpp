@@ -78,7 +78,7 @@ namespace pylin {
 
 KernelTable kernel_table_avx2() {
     using namespace pylin_avx2;
-    return {matmul_t_simd, matmul_t_impl<double>, matmul_simd, matmul_impl<double>};
+    return {matmul_t_simd, matmul_t_impl<double>, matmul_simd, matmul_impl<double>, dequantize_simd};
 }
 
 }  // namespace pylin

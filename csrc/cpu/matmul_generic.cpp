@@ -13,7 +13,7 @@
 namespace pylin {
 
 KernelTable kernel_table_generic() {
-    return {matmul_t_impl<float>, matmul_t_impl<double>, matmul_impl<float>, matmul_impl<double>};
+    return {matmul_t_impl<float>, matmul_t_impl<double>, matmul_impl<float>, matmul_impl<double>, dequantize_impl};
 }
 
 const KernelTable& kernel_table(Isa isa) {
@@ -32,7 +32,7 @@ const KernelTable& kernel_table(Isa isa) {
 
 void dequantize_rows(const uint8_t* w, int64_t n_rows, int64_t K, int64_t row_bytes, QType qtype, float* out,
                      int n_threads) {
-    parallel_for(n_rows, n_threads, [&](int64_t r) { decode_span(qtype, w + r * row_bytes, 0, K, out + r * K); });
+    kernel_table(active_isa()).dequantize(w, n_rows, K, row_bytes, qtype, out, n_threads);
 }
 
 }  // namespace pylin

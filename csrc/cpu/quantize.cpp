@@ -375,6 +375,15 @@ void quantize_row(const float* x, int64_t K, QType t, uint8_t* out) {
 
 }  // namespace
 
+bool can_quantize(QType t) {
+    switch (t) {
+        case QType::F32: case QType::F16: case QType::BF16: case QType::Q4_0: case QType::Q4_1:
+        case QType::Q5_0: case QType::Q5_1: case QType::Q8_0: case QType::Q2_K: case QType::Q3_K:
+        case QType::Q4_K: case QType::Q5_K: case QType::Q6_K: return true;
+        default: return false;  // the i-quants, TQ1_0 / TQ2_0, MXFP4: read, never written
+    }
+}
+
 void quantize_rows(const float* x, int64_t N, int64_t K, int64_t row_bytes, QType qtype, uint8_t* out,
                    int n_threads) {
     parallel_for(N, n_threads, [&](int64_t r) { quantize_row(x + r * K, K, qtype, out + r * row_bytes); });

@@ -18,6 +18,10 @@ namespace pylin {
 void quantize_rows(const float* x, int64_t N, int64_t K, int64_t row_bytes, QType qtype, uint8_t* out,
                    int n_threads);
 
+// The formats quantize_rows writes (pylin.qtensor.WRITABLE_QTYPES): pylin reads the i-quants,
+// TQ1_0 / TQ2_0 and MXFP4 but does not write them.
+bool can_quantize(QType qtype);
+
 // IEEE float -> half, round to nearest even, overflow to inf, subnormals exact (as numpy's astype).
 uint16_t fp32_to_fp16(float f);
 

@@ -1,7 +1,9 @@
 // decode_chunk.cuh — decode 8 consecutive weights of a GGUF block into registers.
 //
 // The CUDA kernels never decode a whole block (256 floats of a K-quant would spill to local
-// memory): each thread decodes an aligned chunk of 8 weights.  Every formula below is the one
+// memory): each thread decodes an aligned chunk of 8 weights.  The i-quants, TQ1_0 / TQ2_0 and
+// MXFP4 decode in groups of 8 in their shared headers, so a chunk calls that group decoder itself
+// (decode_group).  For the other formats every formula below is the one
 // of the shared scalar decoders in csrc/common/block_formats.h (`decode_q4_K` etc.), operation
 // for operation, restricted to elements [8c, 8c+8) of the block; a chunk never crosses a
 // 16-weight sub-block, so each chunk needs one scale (and one min).  With --fmad=false (CMake)
@@ -24,6 +26,33 @@ struct Format {
     static constexpr int block_size = format_info(QT).block_size;
     static constexpr int block_bytes = format_info(QT).block_bytes;
 };
+
+// The formats decoded in groups of 8 by the shared decoders (iquant_formats.h, ternary_fp4_formats.h):
+// a chunk is exactly one group, decoded by the very function the CPU reference uses.
+PYLIN_HD constexpr bool is_group_format(QType t) {
+    switch (t) {
+        case QType::IQ2_XXS: case QType::IQ2_XS: case QType::IQ2_S: case QType::IQ3_XXS: case QType::IQ3_S:
+        case QType::IQ1_S: case QType::IQ1_M: case QType::IQ4_NL: case QType::IQ4_XS: case QType::TQ1_0:
+        case QType::TQ2_0: case QType::MXFP4: return true;
+        default: return false;
+    }
+}
+
+template <QType QT>
+PYLIN_HD void decode_group(const uint8_t* b, int g, float y[CHUNK]) {
+    if constexpr (QT == QType::IQ2_XXS) decode_iq2_xxs_group(b, g, y);
+    else if constexpr (QT == QType::IQ2_XS) decode_iq2_xs_group(b, g, y);
+    else if constexpr (QT == QType::IQ2_S) decode_iq2_s_group(b, g, y);
+    else if constexpr (QT == QType::IQ3_XXS) decode_iq3_xxs_group(b, g, y);
+    else if constexpr (QT == QType::IQ3_S) decode_iq3_s_group(b, g, y);
+    else if constexpr (QT == QType::IQ1_S) decode_iq1_s_group(b, g, y);
+    else if constexpr (QT == QType::IQ1_M) decode_iq1_m_group(b, g, y);
+    else if constexpr (QT == QType::IQ4_NL) decode_iq4_nl_group(b, g, y);
+    else if constexpr (QT == QType::IQ4_XS) decode_iq4_xs_group(b, g, y);
+    else if constexpr (QT == QType::TQ1_0) decode_tq1_0_group(b, g, y);
+    else if constexpr (QT == QType::TQ2_0) decode_tq2_0_group(b, g, y);
+    else decode_mxfp4_group(b, g, y);
+}
 
 // Decode weights [k, k+8) of a row whose bytes start at `row` (k a multiple of 8).  For the float
 // formats only the first `valid` (1..8) values are read; the rest are set to 0 (a row of a float
@@ -50,7 +79,9 @@ PYLIN_HD void decode_chunk(const uint8_t* row, int64_t k, int valid, float y[CHU
     } else {
         const uint8_t* b = row + (k / BS) * BB;  // the block
         const int e0 = (int)(k % BS);             // first element of the chunk inside the block
-        if constexpr (QT == QType::Q4_0) {
+        if constexpr (is_group_format(QT)) {
+            decode_group<QT>(b, e0 / CHUNK, y);
+        } else if constexpr (QT == QType::Q4_0) {
             const float d = fp16_to_fp32(load_u16(b));
             const int j0 = e0 % 16, shift = 4 * (e0 / 16);
 #pragma unroll
@@ -145,21 +176,33 @@ PYLIN_HD void decode_chunk(const uint8_t* row, int64_t k, int valid, float y[CHU
 }
 
 // Expands `BODY` once per format with `QT_` bound to the QType (host-side dispatch of templates).
-#define PYLIN_DISPATCH_QTYPE(qtype, BODY)                                      \
-    switch ((QType)(qtype)) {                                                  \
-        case QType::F32: { constexpr QType QT_ = QType::F32; BODY; } break;    \
-        case QType::F16: { constexpr QType QT_ = QType::F16; BODY; } break;    \
-        case QType::BF16: { constexpr QType QT_ = QType::BF16; BODY; } break;  \
-        case QType::Q4_0: { constexpr QType QT_ = QType::Q4_0; BODY; } break;  \
-        case QType::Q4_1: { constexpr QType QT_ = QType::Q4_1; BODY; } break;  \
-        case QType::Q5_0: { constexpr QType QT_ = QType::Q5_0; BODY; } break;  \
-        case QType::Q5_1: { constexpr QType QT_ = QType::Q5_1; BODY; } break;  \
-        case QType::Q8_0: { constexpr QType QT_ = QType::Q8_0; BODY; } break;  \
-        case QType::Q2_K: { constexpr QType QT_ = QType::Q2_K; BODY; } break;  \
-        case QType::Q3_K: { constexpr QType QT_ = QType::Q3_K; BODY; } break;  \
-        case QType::Q4_K: { constexpr QType QT_ = QType::Q4_K; BODY; } break;  \
-        case QType::Q5_K: { constexpr QType QT_ = QType::Q5_K; BODY; } break;  \
-        case QType::Q6_K: { constexpr QType QT_ = QType::Q6_K; BODY; } break;  \
+#define PYLIN_DISPATCH_QTYPE(qtype, BODY)                                           \
+    switch ((QType)(qtype)) {                                                       \
+        case QType::F32: { constexpr QType QT_ = QType::F32; BODY; } break;         \
+        case QType::F16: { constexpr QType QT_ = QType::F16; BODY; } break;         \
+        case QType::BF16: { constexpr QType QT_ = QType::BF16; BODY; } break;       \
+        case QType::Q4_0: { constexpr QType QT_ = QType::Q4_0; BODY; } break;       \
+        case QType::Q4_1: { constexpr QType QT_ = QType::Q4_1; BODY; } break;       \
+        case QType::Q5_0: { constexpr QType QT_ = QType::Q5_0; BODY; } break;       \
+        case QType::Q5_1: { constexpr QType QT_ = QType::Q5_1; BODY; } break;       \
+        case QType::Q8_0: { constexpr QType QT_ = QType::Q8_0; BODY; } break;       \
+        case QType::Q2_K: { constexpr QType QT_ = QType::Q2_K; BODY; } break;       \
+        case QType::Q3_K: { constexpr QType QT_ = QType::Q3_K; BODY; } break;       \
+        case QType::Q4_K: { constexpr QType QT_ = QType::Q4_K; BODY; } break;       \
+        case QType::Q5_K: { constexpr QType QT_ = QType::Q5_K; BODY; } break;       \
+        case QType::Q6_K: { constexpr QType QT_ = QType::Q6_K; BODY; } break;       \
+        case QType::IQ2_XXS: { constexpr QType QT_ = QType::IQ2_XXS; BODY; } break; \
+        case QType::IQ2_XS: { constexpr QType QT_ = QType::IQ2_XS; BODY; } break;   \
+        case QType::IQ2_S: { constexpr QType QT_ = QType::IQ2_S; BODY; } break;     \
+        case QType::IQ3_XXS: { constexpr QType QT_ = QType::IQ3_XXS; BODY; } break; \
+        case QType::IQ3_S: { constexpr QType QT_ = QType::IQ3_S; BODY; } break;     \
+        case QType::IQ1_S: { constexpr QType QT_ = QType::IQ1_S; BODY; } break;     \
+        case QType::IQ1_M: { constexpr QType QT_ = QType::IQ1_M; BODY; } break;     \
+        case QType::IQ4_NL: { constexpr QType QT_ = QType::IQ4_NL; BODY; } break;   \
+        case QType::IQ4_XS: { constexpr QType QT_ = QType::IQ4_XS; BODY; } break;   \
+        case QType::TQ1_0: { constexpr QType QT_ = QType::TQ1_0; BODY; } break;     \
+        case QType::TQ2_0: { constexpr QType QT_ = QType::TQ2_0; BODY; } break;     \
+        case QType::MXFP4: { constexpr QType QT_ = QType::MXFP4; BODY; } break;     \
     }
 
 }  // namespace pylin
