@@ -6,6 +6,7 @@ than one test file needs them.
 
 from __future__ import annotations
 
+import tempfile
 import zlib
 
 import numpy as np
@@ -27,6 +28,13 @@ TOLERANCES: dict[str, float] = {
     # matrix-free SVD against the exact SVD: relative error of the top singular values
     "svd_sigma": 1e-3,
 }
+
+
+# The cwd of every child Python a test starts, and of the Ray driver: CI installs pylin non-editable,
+# and a child started in the repository root would put the source `pylin/` (without its native
+# module) ahead of the installed package (`python -c`/`-m` put the cwd first on sys.path; Ray adds the
+# driver's cwd to every worker's).
+OUTSIDE_SOURCE_TREE = tempfile.gettempdir()
 
 
 def engine_tolerance(dtype: object, kind: str = "engine") -> float:

@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from batch_helpers import EMPTY, PROMPTS, TINY_SETTINGS, TOO_LONG, comparable, tiny_gguf, write_jsonl
+from conftest import OUTSIDE_SOURCE_TREE
 
 import pylin
 import pylin.batch
@@ -326,7 +327,7 @@ def test_resume_after_kill(models: list[Path], tmp_path: Path) -> None:
         "--no-progress",
         "--no-report",
     ]
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=OUTSIDE_SOURCE_TREE)
     deadline = time.monotonic() + 120
     while len(list((out / "shards").glob("shard-*.parquet"))) < 3:
         assert proc.poll() is None, proc.stderr.read().decode()

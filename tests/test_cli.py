@@ -8,10 +8,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
+from conftest import OUTSIDE_SOURCE_TREE
 
 from pylin.cli import main
 
@@ -49,7 +49,7 @@ def test_python_dash_m_help() -> None:
         capture_output=True,
         text=True,
         check=True,
-        cwd=tempfile.gettempdir(),  # outside the source tree: import the installed package
+        cwd=OUTSIDE_SOURCE_TREE,
     )
     assert "analyze" in out.stdout and "steer" in out.stdout and "info" in out.stdout
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import gguf
 import numpy as np
 import pytest
+from conftest import OUTSIDE_SOURCE_TREE
 
 import pylin
 from pylin.errors import (
@@ -368,6 +369,6 @@ def test_fuzz_subprocess_no_native_crash(good, tmp_path):
         capture_output=True,
         text=True,
         timeout=300,
-        cwd=tmp_path,  # outside the source tree: import the installed package
+        cwd=OUTSIDE_SOURCE_TREE,
     )
     assert result.returncode == 0 and "done" in result.stdout, result.stderr[-2000:]

@@ -26,6 +26,7 @@ import numpy as np
 import pytest
 import tiny_models as tm
 import torch
+from conftest import OUTSIDE_SOURCE_TREE
 from reference import READ_ONLY_QTYPES, block_layout, dequantize_ref
 
 import pylin
@@ -149,7 +150,7 @@ def test_pylin_info_on_a_70b_header(sparse_70b_iq2_xs) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "pylin", "info", str(sparse_70b_iq2_xs), "--device", "cuda",
          "--gpu-memory", "24GiB", "--tokens", "16"],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True, text=True, timeout=120, cwd=OUTSIDE_SOURCE_TREE,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     out = done.stdout
@@ -329,7 +330,7 @@ def test_fuzz_files_with_the_new_types(new_types_file, tmp_path) -> None:
     script = "import sys, pylin\nfor p in sys.argv[1:]:\n    try: pylin.load(p).logits([1, 2, 3])\n" \
              "    except Exception: pass\nprint('done')"  # fmt: skip
     child = subprocess.run([sys.executable, "-c", script, *map(str, paths[::5])], capture_output=True,
-                           text=True, timeout=300, cwd=tmp_path)  # fmt: skip
+                           text=True, timeout=300, cwd=OUTSIDE_SOURCE_TREE)  # fmt: skip
     assert child.returncode == 0 and "done" in child.stdout, child.stderr[-2000:]
 
 

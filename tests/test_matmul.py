@@ -14,12 +14,12 @@ import functools
 import os
 import subprocess
 import sys
-import tempfile
 import zlib
 
 import numpy as np
 import pytest
 import torch
+from conftest import OUTSIDE_SOURCE_TREE
 from reference import (
     QTYPES,
     block_layout,
@@ -267,10 +267,9 @@ def test_weight_must_be_a_qtensor() -> None:
 
 def run_python(code: str, isa: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYLIN_ISA=isa)
-    # cwd outside the source tree: the child imports the installed package (with its native module)
     return subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120,
-        cwd=tempfile.gettempdir(),
+        cwd=OUTSIDE_SOURCE_TREE,
     )  # fmt: skip
 
 
