@@ -10,11 +10,35 @@ Importing pylin loads only numpy and the native CPU module; torch, transformers 
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
 from typing import Any
 
-from . import kernels
-from ._version import __version__
-from .qtensor import QTensor
+
+def _require_native_module() -> None:
+    """A clear ImportError when pylin is imported from a source tree that has no built `_core`.
+
+    After a non-editable install, Python run inside the repository imports the source `pylin/` first
+    (the cwd leads sys.path) and would fail with a circular-import message; numpy says what happened
+    instead, and so does pylin.
+    """
+    if importlib.util.find_spec(f"{__name__}._core") is not None:
+        return
+    here = Path(__file__).resolve().parent
+    if (here.parent / "CMakeLists.txt").is_file():
+        raise ImportError(
+            f"pylin is being imported from its source tree ({here}), which has no built native module. "
+            "Run Python from another directory to use the installed pylin, or install this checkout "
+            "editable: pip install -e ."
+        )
+    raise ImportError(f"pylin's native module _core is missing from {here}: reinstall pylin")
+
+
+_require_native_module()
+
+from . import kernels  # noqa: E402
+from ._version import __version__  # noqa: E402
+from .qtensor import QTensor  # noqa: E402
 
 __all__ = ["QTensor", "__version__", "build_info", "kernels", "load", "default_model_path"]
 

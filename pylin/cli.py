@@ -101,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-new-tokens", type=_positive_int, default=20)
 
     i = sub.add_parser("info", help="architecture, shapes, quant types, memory (reads only the GGUF header)")
-    i.add_argument("model", help="GGUF file")
+    i.add_argument("model", nargs="?", help="GGUF file (none: this build's ISA variants, CUDA, demo model)")
     i.add_argument("--tokens", default="8,32,128", help="prompt lengths for the memory estimate")
     i.add_argument("--json", action="store_true", help="print JSON instead of text")
     i.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
@@ -198,7 +198,33 @@ def _gib(b: float) -> str:
     return f"{b / 2**30:.2f} GiB" if b >= 2**30 else f"{b / 2**20:.1f} MiB"
 
 
+def _build(args: argparse.Namespace) -> int:
+    """`pylin info` without a model: what this build contains and where the demo model is."""
+    import pylin
+
+    info = pylin.build_info()
+    try:
+        info["demo_model"] = pylin.default_model_path()
+    except ImportError as e:
+        info["demo_model"] = None
+        info["demo_model_missing"] = str(e)
+    if args.json:
+        print(json.dumps(info, indent=1))
+        return 0
+    cuda = ", ".join(info["cuda"]) + f" (CUDA {info['cuda_version']})" if info["cuda"] else "not built"
+    print(f"pylin {info['version']} ({info['compiler']}, {info['threading']})")
+    print(f"  CPU ISA variants  compiled {', '.join(info['isa_compiled'])}; "
+          f"available {', '.join(info['isa_available'])}; active {info['isa_active']}")  # fmt: skip
+    print(f"  kernel threads    {info['threads']}")
+    print(f"  CUDA module       {cuda}")
+    print(f"  demo model        {info['demo_model'] or info['demo_model_missing']}")
+    print("  pylin info MODEL.gguf describes a model file and plans its memory")
+    return 0
+
+
 def _info(args: argparse.Namespace) -> int:
+    if args.model is None:
+        return _build(args)
     path = Path(args.model)
     if not path.is_file():
         raise UsageError(

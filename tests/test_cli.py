@@ -6,6 +6,7 @@ writes report.json, the PNG figures and a self-contained report.html, all valid 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 from conftest import OUTSIDE_SOURCE_TREE
 
+import pylin
 from pylin.cli import main
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -115,3 +117,28 @@ def test_analyze_real_model(gemma_path: str, tmp_path: Path, capsys: pytest.Capt
     print(capsys.readouterr().out)
     data = _check_report(tmp_path, nonlinear=False)
     assert data["prediction"]["token"] and len(data["layers"]) == 6
+
+
+def test_info_without_model_prints_the_build(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["info", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    build = pylin.build_info()
+    assert {k: info[k] for k in build} == build and info["demo_model"] == pylin.default_model_path()
+    assert main(["info"]) == 0
+    text = capsys.readouterr().out
+    assert f"active {info['isa_active']}" in text and "demo model" in text
+
+
+def test_import_from_a_source_tree_without_native_module(tmp_path: Path) -> None:
+    """A checkout with no built _core: one ImportError saying what happened, not a circular import."""
+    (tmp_path / "CMakeLists.txt").write_text("# a source tree\n")
+    shutil.copytree(Path(pylin.__file__).parent, tmp_path / "pylin", ignore=shutil.ignore_patterns("*.so"))
+    done = subprocess.run(
+        [sys.executable, "-c", "import pylin"], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert done.returncode == 1
+    last = done.stderr.strip().splitlines()[-1]
+    assert (
+        last.startswith("ImportError: pylin is being imported from its source tree")
+        and "pip install -e" in last
+    )
