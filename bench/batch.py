@@ -110,6 +110,7 @@ def main() -> None:
     import ray
 
     import pylin
+    from pylin.batch.ray_engine import init_ray
 
     model = pylin.load(pylin.default_model_path())
     prompts = prompts_of(model, args.prompts, args.tokens_per_prompt)
@@ -120,7 +121,7 @@ def main() -> None:
         measure("local-1t", prompts, settings, 1, threads=1),
     ]
     t0 = time.perf_counter()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    init_ray(num_cpus=2, include_dashboard=False, log_to_driver=False)
     cluster_start = time.perf_counter() - t0
     remote = measure("ray-2x1t", prompts, settings, 2, engine="ray", workers=2, threads=1)
     ray.shutdown()

@@ -30,10 +30,10 @@ TOLERANCES: dict[str, float] = {
 }
 
 
-# The cwd of every child Python a test starts, and of the Ray driver: CI installs pylin non-editable,
-# and a child started in the repository root would put the source `pylin/` (without its native
-# module) ahead of the installed package (`python -c`/`-m` put the cwd first on sys.path; Ray adds the
-# driver's cwd to every worker's).
+# The cwd of every child Python a test starts: CI installs pylin non-editable, and a child started in
+# the repository root would put the source `pylin/` (without its native module) ahead of the installed
+# package (`python -c`/`-m` put the cwd first on sys.path).  Ray drivers use pylin's init_ray for the
+# same reason.
 OUTSIDE_SOURCE_TREE = tempfile.gettempdir()
 
 

@@ -6,16 +6,15 @@ every row is still written exactly once.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from pathlib import Path
 
 import pytest
 from batch_helpers import EMPTY, PROMPTS, TINY_SETTINGS, comparable, tiny_gguf, write_jsonl
-from conftest import OUTSIDE_SOURCE_TREE
 
 import pylin.batch
+from pylin.batch.ray_engine import init_ray
 from pylin.batch.rows import RUN_COLUMNS
 
 ray = pytest.importorskip("ray", reason="optional test dependency ray[data] not installed")
@@ -26,12 +25,7 @@ WORKER_CLASS = "_ActorWorker"  # pylin.batch.ray_engine's map_batches callable
 
 @pytest.fixture(scope="module")
 def cluster():
-    cwd = os.getcwd()
-    os.chdir(OUTSIDE_SOURCE_TREE)  # Ray puts the driver's cwd on every worker's sys.path
-    try:
-        ray.init(num_cpus=2, include_dashboard=False, object_store_memory=128 << 20, log_to_driver=False)
-    finally:
-        os.chdir(cwd)
+    init_ray(num_cpus=2, include_dashboard=False, object_store_memory=128 << 20, log_to_driver=False)
     yield
     ray.shutdown()
 

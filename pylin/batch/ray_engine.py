@@ -20,7 +20,10 @@ the same path (shared storage).  Install with `pip install "pylin[ray]"`.  Tests
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -82,6 +85,27 @@ def plan_workers(
     return workers, threads
 
 
+@contextlib.contextmanager
+def _cwd_without_other_pylin() -> Iterator[None]:
+    """Run ray.init() from a directory whose `pylin/` cannot shadow the pylin this process imported.
+
+    Ray puts the driver's cwd on every worker's sys.path (ray._private.worker.connect: "Also add the
+    current directory"), so a driver started in pylin's source tree after a non-editable install
+    would have its workers import the source `pylin/`, which has no native module.
+    """
+    here = Path(__file__).resolve().parents[1]
+    local = Path.cwd() / "pylin"
+    if not (local / "__init__.py").is_file() or local.resolve() == here:
+        yield
+        return
+    cwd = os.getcwd()
+    os.chdir(tempfile.gettempdir())
+    try:
+        yield
+    finally:
+        os.chdir(cwd)
+
+
 def _connect(ray: Any, address: str | None) -> bool:
     """Join `address`, reuse this process's ray.init(), or start a local cluster; True when started here."""
     if ray.is_initialized():
@@ -89,10 +113,21 @@ def _connect(ray: Any, address: str | None) -> bool:
             raise ValueError("Ray is already initialized in this process; do not pass --address")
         return False
     if address is not None:
-        ray.init(address=address, log_to_driver=False)
-        return True
-    ray.init(include_dashboard=False, log_to_driver=False)
+        init_ray(address=address, log_to_driver=False)
+    else:
+        init_ray(include_dashboard=False, log_to_driver=False)
     return True
+
+
+def init_ray(**kwargs: Any) -> None:
+    """`ray.init(**kwargs)` such that the workers import the same pylin as this process.
+
+    Use it instead of ray.init() in scripts run from pylin's source tree (benchmarks, tests).
+    """
+    import ray
+
+    with _cwd_without_other_pylin():
+        ray.init(**kwargs)
 
 
 def ray_rows(
