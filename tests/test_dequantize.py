@@ -2,7 +2,8 @@
 
 Compared as uint32 views (so -0.0 vs 0.0 or a different NaN would fail): random blocks with fp16
 scales over their whole finite range (subnormals included, blocks with non-finite weights redrawn),
-blocks with extreme scales (±65504, subnormals, ±0, every MXFP4 exponent class: inf compared too),
+blocks with extreme scales (±65504, subnormals, ±0, every MXFP4 exponent class: inf compared too; every
+NVFP4 UE4M3 class: subnormals, the largest, 0x7F and bit 7 set),
 all-zero blocks, every tensor of the real Gemma 3 270M Q4_K_M GGUF — under every ISA variant, each of
 which decodes with its own (scalar / AVX2 / AVX-512) block decoders.  And the i-quant tables header
 is what csrc/common/make_iquant_tables.py makes from the installed gguf-py.

@@ -1,9 +1,10 @@
-"""GGUF files with the i-quants, TQ1_0 / TQ2_0 and MXFP4: llama.cpp's mixes, the planner, bad input, fuzz.
+"""GGUF files with the i-quants, TQ1_0 / TQ2_0, MXFP4 and NVFP4: llama.cpp's mixes, the planner, bad input,
+fuzz.
 
 - pylin.mixes restates llama.cpp's per-tensor choices: the Llama-3.1/3.3-70B files it describes have
   the sizes of the published ones; a tiny llama written in each mix (the i-quants as random valid
   blocks: nobody here can write them) loads, matches transformers on the file's exact weights and
-  reconstructs y to float rounding.
+  reconstructs y to float rounding; so does one whose every matrix is NVFP4 (random valid blocks too).
 - The planner on 70B headers for the four mixes on 24 / 40 / 48 / 80 GiB cards; the same from a GGUF
   file's header (a sparse synthetic file: header only, data left as holes), through `pylin info` too.
 - Bad input: a type pylin does not read names the tensor, the type and the supported list; a wrong
@@ -109,6 +110,20 @@ def test_tiny_model_in_each_mix_loads_and_reconstructs(mix: str, tiny_llama, tmp
     assert rec.rel_error <= 1e-5, rec
 
 
+def test_tiny_model_in_nvfp4_loads_and_reconstructs(tiny_llama, tmp_path, tolerances) -> None:
+    """Every matrix NVFP4 (random valid blocks at the weights' scale: nobody here writes NVFP4)."""
+    path = tmp_path / "llama-NVFP4.gguf"
+    ref = tm.write_tiny_gguf(tiny_llama, "llama", path, qtypes="NVFP4")
+    model = pylin.load(path)
+    matrices = [t for t in gguf.GGUFReader(str(path)).tensors if len(t.shape) == 2]
+    assert len(matrices) >= 1 + 7 * tiny_llama.config.num_hidden_layers  # the embedding, 7 per layer
+    assert {t.tensor_type.name for t in matrices} == {"NVFP4"}
+    got, want = model.logits(IDS), tm.hf_logits(ref, IDS)
+    assert float((got - want).abs().max() / want.abs().max()) <= tolerances["logits_tiny"]
+    rec = model.linearize(IDS).reconstruction()
+    assert rec.rel_error <= tolerances["engine_float32"], rec
+
+
 # ---- the planner on 70B headers --------------------------------------------------------------------
 
 # Verdict at 16 tokens, float32, for GPUs of 24 / 40 / 48 / 80 GiB (pylin.planner's model of memory).
@@ -165,7 +180,7 @@ LAYER_TYPES = [
     {"attn_q": "IQ4_XS", "attn_k": "IQ2_XXS", "attn_v": "IQ3_S", "attn_output": "IQ1_M", "ffn_gate": "IQ2_S",
      "ffn_up": "TQ1_0", "ffn_down": "MXFP4"},
     {"attn_q": "IQ3_XXS", "attn_k": "IQ2_XS", "attn_v": "IQ4_NL", "attn_output": "TQ2_0", "ffn_gate": "IQ1_S",
-     "ffn_up": "IQ4_XS", "ffn_down": "IQ2_XXS"},
+     "ffn_up": "IQ4_XS", "ffn_down": "NVFP4"},
 ]  # fmt: skip
 
 
@@ -214,17 +229,19 @@ def new_types_file(tmp_path_factory) -> Path:
 def test_file_with_every_new_type_loads_and_runs(new_types_file) -> None:
     model = pylin.load(new_types_file)
     layers = model.weights.layers
-    assert {layers[0].q.qtype, layers[1].gate.qtype, layers[0].down.qtype} == {"IQ4_XS", "IQ1_S", "MXFP4"}
+    assert [layers[0].q.qtype, layers[1].gate.qtype, layers[0].down.qtype, layers[1].down.qtype] == [
+        "IQ4_XS", "IQ1_S", "MXFP4", "NVFP4"
+    ]  # fmt: skip
     # the forward pass equals one on the dequantized weights (gguf-py's values)
     reader = {t.name: t for t in gguf.GGUFReader(str(new_types_file)).tensors}
-    q = reader["blk.0.ffn_down.weight"]
-    ref = dequantize_ref(np.asarray(q.data), "MXFP4", D, FF)
-    np.testing.assert_array_equal(layers[0].down.dequantize(), ref)
+    for layer, qtype in ((0, "MXFP4"), (1, "NVFP4")):
+        ref = dequantize_ref(np.asarray(reader[f"blk.{layer}.ffn_down.weight"].data), qtype, D, FF)
+        np.testing.assert_array_equal(layers[layer].down.dequantize(), ref)
     rec = model.linearize([1, 2, 3, 4]).reconstruction()
     assert rec.rel_error <= 1e-5, rec
 
 
-@pytest.mark.parametrize("qtype", ["Q8_1", "Q8_K", "NVFP4"])
+@pytest.mark.parametrize("qtype", ["Q8_1", "Q8_K", "Q1_0"])
 def test_a_type_pylin_does_not_read_names_tensor_type_and_the_supported_list(qtype: str, tmp_path) -> None:
     path = write_new_types_gguf(tmp_path / "other.gguf", {"blk.1.ffn_up.weight": qtype})
     with pytest.raises(UnsupportedQuantTypeError) as e:
