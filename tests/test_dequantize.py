@@ -104,6 +104,20 @@ def test_subnormal_scales_are_decoded_exactly() -> None:
     assert np.all(got == np.float32(2.0**-24))
 
 
+@pytest.mark.parametrize("isa", ISAS)
+def test_nvfp4_scales_follow_ggml(isa: str) -> None:
+    """NVFP4's UE4M3 scales as llama.cpp's ggml_ue4m3_to_fp32 (ggml-impl.h) decodes them, halved to match
+    the doubled E2M1 codes: 0x7F (E4M3's NaN) is 0, bit 7 is ignored (0xFF is 15 * 2^4 / 2 = 240), the
+    smallest subnormal 0x01 is 2^-9 / 2, 0x38 is 1 / 2.  Written out here, not taken from gguf-py."""
+    block = np.zeros((1, 36), dtype=np.uint8)
+    block[0, :4] = [0x7F, 0xFF, 0x01, 0x38]
+    block[0, 4:] = 0x7F  # codes 15 (kvalue -12) in the low nibbles, 7 (+12) in the high ones
+    with kernels.use_isa(isa):
+        got = kernels.dequantize(pylin.QTensor(block, "NVFP4", (1, 64))).reshape(4, 16)
+    for s, d in enumerate([0.0, 240.0, 2.0**-10, 0.5]):
+        np.testing.assert_array_equal(got[s], np.float32(d) * np.repeat(np.float32([-12, 12]), 8))
+
+
 @pytest.mark.parametrize("isa", kernels.available_isas())
 def test_dequantize_does_not_depend_on_isa(isa: str, rng: np.random.Generator) -> None:
     data = random_blocks("Q6_K", 5, 512, rng)
