@@ -184,8 +184,11 @@ LAYER_TYPES = [
 ]  # fmt: skip
 
 
-def write_new_types_gguf(path: Path, override: dict[str, str] | None = None) -> Path:
-    """A two-layer llama (d = 256) whose weights use every new type; override: {tensor name: type}."""
+def write_new_types_gguf(
+    path: Path, override: dict[str, str] | None = None, extra: dict[str, np.ndarray] | None = None
+) -> Path:
+    """A two-layer llama (d = 256) whose weights use every new type; override: {tensor name: type},
+    extra: more float32 tensors by name."""
     rng = np.random.default_rng(0)
     writer = gguf.GGUFWriter(str(path), "llama")
     writer.add_context_length(64)
@@ -214,6 +217,8 @@ def write_new_types_gguf(path: Path, override: dict[str, str] | None = None) -> 
     for name in ["output_norm.weight", "blk.0.attn_norm.weight", "blk.0.ffn_norm.weight",
                  "blk.1.attn_norm.weight", "blk.1.ffn_norm.weight"]:  # fmt: skip
         writer.add_tensor(name, np.ones(D, np.float32))
+    for name, values in (extra or {}).items():
+        writer.add_tensor(name, values.astype(np.float32))
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
@@ -249,6 +254,17 @@ def test_a_type_pylin_does_not_read_names_tensor_type_and_the_supported_list(qty
     message = str(e.value)
     assert "blk.1.ffn_up.weight" in message and qtype in message
     assert all(q in message for q in SUPPORTED_QTYPES), message
+
+
+@pytest.mark.parametrize("scale_name", ["blk.1.ffn_down.scale", "blk.1.ffn_down.weight.scale"])
+def test_nvfp4_with_a_per_tensor_scale_tensor_is_refused(scale_name: str, tmp_path) -> None:
+    """llama.cpp's NVFP4 conversions keep the per-tensor float scale as a tensor of its own and multiply
+    the product by it; pylin does not apply it, so it refuses the file instead of dropping the scale."""
+    path = write_new_types_gguf(tmp_path / "scaled.gguf", extra={scale_name: np.full(1, 0.25)})
+    with pytest.raises(UnsupportedQuantTypeError) as e:
+        pylin.load(path)
+    message = str(e.value)
+    assert "blk.1.ffn_down.weight" in message and scale_name in message and "NVFP4" in message, message
 
 
 def test_an_unknown_type_id_names_tensor_id_and_the_supported_list(new_types_file, tmp_path) -> None:
