@@ -7,7 +7,7 @@
     python bench/make_synthetic_gguf.py llama-3-8b IQ4_XS_MIX out.gguf          # llama.cpp's IQ4_XS mix
     python bench/make_synthetic_gguf.py llama-3.3-70b IQ3_M_MIX l70.gguf --sparse   # header + holes
 
-The format is one block format for every 2-D weight (Q4_0, Q4_K, IQ2_XS, MXFP4, ...: every one pylin
+The format is one block format for every 2-D weight (Q4_0, Q4_K, IQ2_XS, MXFP4, NVFP4, ...: every one pylin
 reads) or a llama.cpp mix: Q4_K_M, or any mix of pylin.mixes with the suffix _MIX (Q4_K_M_MIX,
 IQ4_XS_MIX, IQ3_M_MIX, IQ2_XS_MIX, ...; the suffix tells the mix IQ4_XS from the format).  A mix gives
 each tensor the type llama.cpp's quantizer gives it (src/llama-quant.cpp, llama_tensor_get_type, as
@@ -95,7 +95,7 @@ def random_blocks(rng: np.random.Generator, n_blocks: int, qtype: str) -> np.nda
         blocks[:, 2:4] = half(d * q_mean)  # same sign as d: the mean of d·sc·q cancels dmin·m's
     elif qtype == "Q6_K":  # ..., int8 scales, half d last: d·sc·(q − 32)
         blocks[:, -2:] = half(jitter * STD / (74 * 18))
-    else:  # the other formats' scale fields: pylin.synthetic (the i-quants, TQ*, MXFP4, ...)
+    else:  # the other formats' scale fields: pylin.synthetic (the i-quants, TQ*, MXFP4, NVFP4, ...)
         return synthetic.random_blocks(qtype, n_blocks, STD, rng)
     return blocks
 

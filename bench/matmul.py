@@ -5,7 +5,7 @@
     python bench/matmul.py --formats Q4_0,Q4_K --shapes llama-o --m 1,8,512
 
 Layer shapes of Llama-3-8B and Gemma-3-270M (N x K = out x in), formats Q4_0, Q4_K, Q5_0, Q6_K, Q8_0,
-BF16 and the table-decoded IQ4_XS, IQ3_S, IQ2_XS, MXFP4 (any format pylin reads with --formats),
+BF16 and the table-decoded IQ4_XS, IQ3_S, IQ2_XS, MXFP4, NVFP4 (any format pylin reads with --formats),
 M in {1, 8, 64, 512, 2048}, both orientations: matmul_t (y = x wᵀ, forward/JVP) and matmul
 (y = g w, VJP).  Baseline: torch.matmul on the same weights dequantized to float32 beforehand, same
 thread count, same process; the two are timed in alternation and the medians compared, so load from
@@ -37,7 +37,7 @@ SHAPES: dict[str, tuple[int, int]] = {  # name: (N, K) = (out, in)
     "llama-v": (1024, 4096), "llama-o": (4096, 4096), "llama-up": (14336, 4096), "llama-down": (4096, 14336),
     "gemma-v": (256, 640), "gemma-o": (640, 1024), "gemma-up": (2048, 640), "gemma-down": (640, 2048),
 }  # fmt: skip
-FORMATS = ("Q4_0", "Q4_K", "Q5_0", "Q6_K", "Q8_0", "BF16", "IQ4_XS", "IQ3_S", "IQ2_XS", "MXFP4")
+FORMATS = ("Q4_0", "Q4_K", "Q5_0", "Q6_K", "Q8_0", "BF16", "IQ4_XS", "IQ3_S", "IQ2_XS", "MXFP4", "NVFP4")
 MS = (1, 8, 64, 512, 2048)
 QUICK = {"shapes": ("llama-o", "gemma-up"), "formats": ("Q4_0", "Q4_K", "Q8_0", "BF16"), "m": (1, 8, 512)}
 SMOKE = {"shapes": ("llama-v",), "formats": FORMATS, "m": (1, 65)}
@@ -52,7 +52,7 @@ def random_weight(qtype: str, n: int, k: int, rng: np.random.Generator) -> pylin
     if qtype == "BF16":
         values = rng.standard_normal((n, k), dtype=np.float32)
         return pylin.QTensor((values.view(np.uint32) >> 16).astype(np.uint16), "BF16", (n, k))
-    if qtype not in _SCALES:  # the i-quants, TQ*, MXFP4: pylin.synthetic knows their scale fields
+    if qtype not in _SCALES:  # the i-quants, TQ*, MXFP4, NVFP4: pylin.synthetic knows their scales
         return synthetic.random_qtensor(qtype, (n, k), 0.01, seed=int(rng.integers(2**31)))
     block_size, block_bytes = pylin.qtensor.block_layout(qtype)
     blocks = rng.integers(0, 256, size=(n * k // block_size, block_bytes), dtype=np.uint8)

@@ -400,12 +400,28 @@ class GGUFFile:
                 f"{self.path}: tensor {name!r} is {qtype}; "
                 f"pylin's kernels support {', '.join(SUPPORTED_QTYPES)}"
             )
+        if qtype == "NVFP4":
+            self._refuse_nvfp4_tensor_scales(name)
         shape = self.tensor_shape(name)
         data = t.data if t.data.dtype == np.uint8 else t.data.view(np.uint8)
         try:
             return QTensor(data, qtype, shape, name)
         except ValueError as e:
             raise GGUFError(f"{self.path}: tensor {name!r}: {e}") from e
+
+    def _refuse_nvfp4_tensor_scales(self, name: str) -> None:
+        """NVFP4 checkpoints carry a float scale per tensor on top of the block scales; llama.cpp's
+        converter stores it as a separate tensor (`blk.N.ffn_up.scale`, or `.weight.scale`, with an
+        `.input_scale`) and multiplies the product by it.  pylin does not apply those yet, and
+        ignoring one would give silently wrong outputs, so such a file is refused."""
+        base = name.removesuffix(".weight")
+        extra = [n for n in (f"{base}.scale", f"{name}.scale", f"{base}.input_scale") if n in self.tensors]
+        if extra:
+            raise UnsupportedQuantTypeError(
+                f"{self.path}: NVFP4 tensor {name!r} comes with the per-tensor scale tensor(s) "
+                f"{', '.join(map(repr, extra))}, which pylin does not apply yet; it reads NVFP4 weights "
+                "that need no such scale"
+            )
 
     def float_tensor(self, name: str) -> np.ndarray:
         """A small tensor (norm weight, rope factors) as float32 values."""

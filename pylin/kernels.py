@@ -3,7 +3,7 @@
     matmul_t(x, w)  = x · wᵀ   x: (..., K), w: QTensor (N, K)  -> (..., N)   forward pass and JVPs
     matmul(g, w)    = g · w    g: (..., N), w: QTensor (N, K)  -> (..., K)   VJPs
     dequantize(w)   -> float32 array, bit-exact with gguf-py's gguf.quants.dequantize
-    quantize(x, qtype) -> QTensor (round-to-nearest; F32 … Q6_K: the i-quants, TQ*, MXFP4 are read only)
+    quantize(x, qtype) -> QTensor (round-to-nearest; F32 … Q6_K: the i-quants, TQ*, MXFP4, NVFP4 read only)
 
 Activations are float32 (float32 accumulation) or float64 (float64 accumulation, for exact
 verification); numpy arrays and CPU torch tensors are accepted and returned in kind, without copies.
@@ -198,7 +198,7 @@ def dequantize(w: QTensor) -> np.ndarray:
 def quantize(x: Any, qtype: str) -> QTensor:
     """Quantize float32 rows (shape (..., K)) into `qtype` with round-to-nearest; returns a QTensor.
 
-    Writes the formats in qtensor.WRITABLE_QTYPES; the i-quants, TQ1_0 / TQ2_0 and MXFP4 are read only
+    Writes the formats in qtensor.WRITABLE_QTYPES; the i-quants, TQ1_0 / TQ2_0, MXFP4 and NVFP4 are read only
     (a ValueError says so)."""
     name = writable_qtype(qtype)
     xa, _ = _host_view(x, "x")

@@ -69,7 +69,7 @@ def load(
 
     tokenizer: a Hugging Face tokenizer folder (or tokenizer object) to use instead of the checkpoint's.
     quantize: for HF folders, a GGUF format ("Q4_K", "Q8_0", ...) to quantize every weight into at load
-        (F32 … Q6_K; the i-quants, TQ1_0 / TQ2_0 and MXFP4 are read, not written).
+        (F32 … Q6_K; the i-quants, TQ1_0 / TQ2_0, MXFP4 and NVFP4 are read, not written).
     """
     torch_dtype, device = _dtype(dtype), _check_device(device)
     if quantize is not None:

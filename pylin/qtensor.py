@@ -18,12 +18,12 @@ from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 SUPPORTED_QTYPES: tuple[str, ...] = (
     "F32", "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K",
     "IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_XXS", "IQ3_S", "IQ4_NL", "IQ4_XS",
-    "TQ1_0", "TQ2_0", "MXFP4",
+    "TQ1_0", "TQ2_0", "MXFP4", "NVFP4",
 )  # fmt: skip
 
 # The formats kernels.quantize writes (round to nearest; bit-exact with gguf-py where it quantizes).
 # The others pylin reads but does not write: the i-quants need an importance matrix to quantize well,
-# ternary and MXFP4 weights come from models trained for them.
+# ternary, MXFP4 and NVFP4 weights come from models trained (or converted by llama.cpp) for them.
 WRITABLE_QTYPES: tuple[str, ...] = SUPPORTED_QTYPES[:13]
 
 # GGML type ids and (weights per block, bytes per block) as gguf-py states them (ggml-common.h).
@@ -61,7 +61,7 @@ def writable_qtype(qtype: str | int | GGMLQuantizationType) -> str:
         origin = (
             "i-quants need an importance matrix: make them with llama.cpp's llama-quantize --imatrix"
             if name.startswith("IQ")
-            else "ternary and MXFP4 weights come from models trained for them (llama.cpp converts those)"
+            else "ternary, MXFP4 and NVFP4 weights come from models trained for them, converted by llama.cpp"
         )
         raise ValueError(
             f"pylin reads {name} but cannot write it ({origin}); pylin quantizes into "

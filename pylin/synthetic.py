@@ -22,15 +22,27 @@ import numpy as np
 from .qtensor import SUPPORTED_QTYPES, QTensor, block_layout, qtype_name
 
 # Byte offsets of each format's fp16 scale fields (ggml-common.h).  IQ1_M's fp16 scale is split over
-# the top nibbles of the four u16 words at byte 48; MXFP4's scale is an E8M0 exponent byte at 0.
+# the top nibbles of the four u16 words at byte 48; MXFP4's scale is an E8M0 exponent byte at 0,
+# NVFP4's four UE4M3 bytes at 0..3 (one per 16 weights).
 FP16_SCALE_FIELDS: dict[str, tuple[int, ...]] = {
     "Q4_0": (0,), "Q4_1": (0, 2), "Q5_0": (0,), "Q5_1": (0, 2), "Q8_0": (0,),
     "Q2_K": (80, 82), "Q3_K": (108,), "Q4_K": (0, 2), "Q5_K": (0, 2), "Q6_K": (208,),
     "IQ1_S": (0,), "IQ2_XXS": (0,), "IQ2_XS": (0,), "IQ2_S": (0,), "IQ3_XXS": (0,), "IQ3_S": (0,),
     "IQ4_NL": (0,), "IQ4_XS": (0,), "TQ1_0": (52,), "TQ2_0": (64,), "IQ1_M": (), "MXFP4": (),
+    "NVFP4": (),
 }  # fmt: skip
 _IQ1_M_SCALE_WORDS = 48
 _MXFP4_BIAS = 128  # an E8M0 byte e decodes (halved) to 2^(e - 128)
+
+
+def _ue4m3_half_values() -> np.ndarray:
+    """What UE4M3 bytes 1 .. 0x7E decode to (halved, as ggml's ggml_ue4m3_to_fp32): increasing."""
+    byte = np.arange(1, 0x7F)
+    exponent, mantissa = byte >> 3, byte & 7
+    return np.where(exponent == 0, mantissa * 2.0**-10, (8 + mantissa) * 2.0 ** (exponent - 11))
+
+
+_UE4M3_HALF_VALUES = _ue4m3_half_values()
 
 
 def random_blocks(
@@ -73,6 +85,12 @@ def _set_scales(qtype: str, blocks: np.ndarray, scale: np.ndarray) -> None:
     if qtype == "MXFP4":  # only powers of two; the sign cannot be stored (the codes are symmetric)
         exponent = np.round(np.log2(np.abs(scale))) + _MXFP4_BIAS
         blocks[:, 0] = np.clip(exponent, 2, 254).astype(np.uint8)
+        return
+    if qtype == "NVFP4":  # the nearest UE4M3 scale (in ratio) in all four sub-blocks; unsigned, as MXFP4's
+        log_values, target = np.log(_UE4M3_HALF_VALUES), np.log(np.abs(scale))
+        i = np.clip(np.searchsorted(log_values, target), 1, len(log_values) - 1)
+        i -= target - log_values[i - 1] < log_values[i] - target  # the value below is nearer
+        blocks[:, :4] = (i + 1).astype(np.uint8)[:, None]  # value i is byte i + 1
         return
     bits = scale.astype(np.float16).view(np.uint16)
     for offset in FP16_SCALE_FIELDS[qtype]:

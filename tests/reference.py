@@ -1,7 +1,7 @@
 """Slow truths the kernel tests compare against: gguf-py's dequantizer, float64 products, block generators.
 
 Nothing here calls pylin.  `dequantize_ref` is gguf-py's `gguf.quants.dequantize` (its own tests hold
-it bit-exact against ggml's C code; for the i-quants, ternary and MXFP4 formats its grids equal
+it bit-exact against ggml's C code; for the i-quants, ternary, MXFP4 and NVFP4 formats its grids equal
 llama.cpp's ggml-common.h tables, see csrc/common/make_iquant_tables.py --against); the products are
 float64 numpy matmuls of those float32 weights.
 Used by tests/test_dequantize.py, tests/test_matmul.py and tests/test_quantize.py.
@@ -19,22 +19,26 @@ WRITABLE_QTYPES: tuple[str, ...] = (
 )  # fmt: skip
 READ_ONLY_QTYPES: tuple[str, ...] = (
     "IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_XXS", "IQ3_S", "IQ4_NL", "IQ4_XS",
-    "TQ1_0", "TQ2_0", "MXFP4",
+    "TQ1_0", "TQ2_0", "MXFP4", "NVFP4",
 )  # fmt: skip
 QTYPES: tuple[str, ...] = WRITABLE_QTYPES + READ_ONLY_QTYPES
 FLOAT_QTYPES = ("F32", "F16", "BF16")
 
 # Byte offsets of the fp16 scale fields inside one block (ggml-common.h): everything else is bit fields
 # (sub-block scales, grid indices, signs), valid for any bytes.  IQ1_M's fp16 scale is split into the
-# top nibbles of its 4 scale words (IQ1_M_SCALE_WORDS); MXFP4's scale is an E8M0 byte (always finite).
+# top nibbles of its 4 scale words (IQ1_M_SCALE_WORDS); MXFP4's scale is an E8M0 byte (always finite),
+# NVFP4's are 4 UE4M3 bytes (any byte is a finite scale, 0 .. 240: ggml_ue4m3_to_fp32).
 SCALE_OFFSETS: dict[str, tuple[int, ...]] = {
     "Q4_0": (0,), "Q4_1": (0, 2), "Q5_0": (0,), "Q5_1": (0, 2), "Q8_0": (0,),
     "Q2_K": (80, 82), "Q3_K": (108,), "Q4_K": (0, 2), "Q5_K": (0, 2), "Q6_K": (208,),
     "IQ1_S": (0,), "IQ2_XXS": (0,), "IQ2_XS": (0,), "IQ2_S": (0,), "IQ3_XXS": (0,), "IQ3_S": (0,),
     "IQ4_NL": (0,), "IQ4_XS": (0,), "TQ1_0": (52,), "TQ2_0": (64,), "IQ1_M": (), "MXFP4": (),
+    "NVFP4": (),
 }  # fmt: skip
 IQ1_M_SCALE_WORDS = 48  # byte offset of block_iq1_m.scales: 4 little-endian u16
 MXFP4_MODERATE_E = (116, 124)  # E8M0 exponents whose weights (2^(e-128) x up to 12) are ~1e-4 .. 0.2
+NVFP4_SCALE_BYTES = 4  # d[0..3], one UE4M3 byte per 16 weights, before the 32 bytes of codes
+NVFP4_MODERATE_D = (0x01, 0x20)  # UE4M3 bytes whose weights (2^-10 .. 0.06 x up to 12) are ~1e-3 .. 0.7
 
 
 def ggml_type(qtype: str) -> GGMLQuantizationType:
@@ -130,6 +134,8 @@ def _random_quant_blocks(qtype: str, n_blocks: int, rng: np.random.Generator, mo
         set_iq1_m_scale(blocks, scales())
     if qtype == "MXFP4" and moderate:
         blocks[:, 0] = rng.integers(*MXFP4_MODERATE_E, size=n_blocks)
+    if qtype == "NVFP4" and moderate:
+        blocks[:, :NVFP4_SCALE_BYTES] = rng.integers(*NVFP4_MODERATE_D, size=(n_blocks, NVFP4_SCALE_BYTES))
     return blocks
 
 
@@ -146,11 +152,15 @@ def set_iq1_m_scale(blocks: np.ndarray, bits: np.ndarray) -> None:
 # Extreme scale values: the largest finite fp16, the smallest normal and subnormal, zero of both signs.
 EXTREME_FP16 = np.array([65504.0, -65504.0, 2.0**-14, -(2.0**-14), 0.0, -0.0], dtype=np.float16)
 EXTREME_E8M0 = np.array([0, 1, 2, 126, 127, 128, 253, 254, 255], dtype=np.uint8)
+# UE4M3: zero, the smallest and largest subnormal, the smallest normal, 1.0, the largest (0x7E), E4M3's
+# NaN 0x7F (0 in ggml), and bit 7 set (ignored by ggml: 0x80 is 0, 0xF8 is 0x78, 0xFF is 240).
+EXTREME_UE4M3 = np.array([0x00, 0x01, 0x07, 0x08, 0x38, 0x7E, 0x7F, 0x80, 0xF8, 0xFF], dtype=np.uint8)
 
 
 def extreme_blocks(qtype: str, n_rows: int, k: int, rng: np.random.Generator) -> np.ndarray:
     """Random blocks whose scale fields cycle through the extremes (EXTREME_FP16 and the smallest
-    subnormal 2^-24; every MXFP4 exponent class): products may overflow to inf, which is compared too."""
+    subnormal 2^-24; every MXFP4 exponent class; every UE4M3 class of NVFP4): products may overflow to
+    inf, which is compared too."""
     block_size, _ = block_layout(qtype)
     n_blocks = n_rows * (k // block_size)
     blocks = rng.integers(0, 256, size=(n_blocks, block_layout(qtype)[1]), dtype=np.uint8)
@@ -162,6 +172,9 @@ def extreme_blocks(qtype: str, n_rows: int, k: int, rng: np.random.Generator) ->
         set_iq1_m_scale(blocks, pool[np.arange(n_blocks) % len(pool)])
     if qtype == "MXFP4":
         blocks[:, 0] = EXTREME_E8M0[np.arange(n_blocks) % len(EXTREME_E8M0)]
+    if qtype == "NVFP4":
+        cycle = np.arange(n_blocks * NVFP4_SCALE_BYTES).reshape(n_blocks, NVFP4_SCALE_BYTES)
+        blocks[:, :NVFP4_SCALE_BYTES] = EXTREME_UE4M3[cycle % len(EXTREME_UE4M3)]
     return blocks.reshape(n_rows, -1)
 
 

@@ -56,8 +56,8 @@ def shapes_for(qtype: str) -> list[tuple[int, int]]:
     block = block_layout(qtype)[0]
     if block == 1:
         return [(1, 1), (7, 37), (70, 301), (33, 1100)]
-    if block == 32:
-        return [(1, 32), (7, 23 * 32), (70, 9 * 32), (33, 41 * 32)]
+    if block in (32, 64):  # the 32-blocks and NVFP4
+        return [(1, block), (7, 23 * block), (70, 9 * block), (33, 41 * block)]
     return [(1, 256), (33, 768), (70, 256), (9, 1280)]
 
 

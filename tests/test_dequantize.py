@@ -2,7 +2,8 @@
 
 Compared as uint32 views (so -0.0 vs 0.0 or a different NaN would fail): random blocks with fp16
 scales over their whole finite range (subnormals included, blocks with non-finite weights redrawn),
-blocks with extreme scales (±65504, subnormals, ±0, every MXFP4 exponent class: inf compared too),
+blocks with extreme scales (±65504, subnormals, ±0, every MXFP4 exponent class: inf compared too; every
+NVFP4 UE4M3 class: subnormals, the largest, 0x7F and bit 7 set),
 all-zero blocks, every tensor of the real Gemma 3 270M Q4_K_M GGUF — under every ISA variant, each of
 which decodes with its own (scalar / AVX2 / AVX-512) block decoders.  And the i-quant tables header
 is what csrc/common/make_iquant_tables.py makes from the installed gguf-py.
@@ -101,6 +102,20 @@ def test_subnormal_scales_are_decoded_exactly() -> None:
     block[0, 2:] = 1
     got = kernels.dequantize(pylin.QTensor(block, "Q8_0", (1, 32)))
     assert np.all(got == np.float32(2.0**-24))
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_nvfp4_scales_follow_ggml(isa: str) -> None:
+    """NVFP4's UE4M3 scales as llama.cpp's ggml_ue4m3_to_fp32 (ggml-impl.h) decodes them, halved to match
+    the doubled E2M1 codes: 0x7F (E4M3's NaN) is 0, bit 7 is ignored (0xFF is 15 * 2^4 / 2 = 240), the
+    smallest subnormal 0x01 is 2^-9 / 2, 0x38 is 1 / 2.  Written out here, not taken from gguf-py."""
+    block = np.zeros((1, 36), dtype=np.uint8)
+    block[0, :4] = [0x7F, 0xFF, 0x01, 0x38]
+    block[0, 4:] = 0x7F  # codes 15 (kvalue -12) in the low nibbles, 7 (+12) in the high ones
+    with kernels.use_isa(isa):
+        got = kernels.dequantize(pylin.QTensor(block, "NVFP4", (1, 64))).reshape(4, 16)
+    for s, d in enumerate([0.0, 240.0, 2.0**-10, 0.5]):
+        np.testing.assert_array_equal(got[s], np.float32(d) * np.repeat(np.float32([-12, 12]), 8))
 
 
 @pytest.mark.parametrize("isa", kernels.available_isas())

@@ -1,9 +1,10 @@
-"""GGUF files with the i-quants, TQ1_0 / TQ2_0 and MXFP4: llama.cpp's mixes, the planner, bad input, fuzz.
+"""GGUF files with the i-quants, TQ1_0 / TQ2_0, MXFP4 and NVFP4: llama.cpp's mixes, the planner, bad input,
+fuzz.
 
 - pylin.mixes restates llama.cpp's per-tensor choices: the Llama-3.1/3.3-70B files it describes have
   the sizes of the published ones; a tiny llama written in each mix (the i-quants as random valid
   blocks: nobody here can write them) loads, matches transformers on the file's exact weights and
-  reconstructs y to float rounding.
+  reconstructs y to float rounding; so does one whose every matrix is NVFP4 (random valid blocks too).
 - The planner on 70B headers for the four mixes on 24 / 40 / 48 / 80 GiB cards; the same from a GGUF
   file's header (a sparse synthetic file: header only, data left as holes), through `pylin info` too.
 - Bad input: a type pylin does not read names the tensor, the type and the supported list; a wrong
@@ -109,6 +110,20 @@ def test_tiny_model_in_each_mix_loads_and_reconstructs(mix: str, tiny_llama, tmp
     assert rec.rel_error <= 1e-5, rec
 
 
+def test_tiny_model_in_nvfp4_loads_and_reconstructs(tiny_llama, tmp_path, tolerances) -> None:
+    """Every matrix NVFP4 (random valid blocks at the weights' scale: nobody here writes NVFP4)."""
+    path = tmp_path / "llama-NVFP4.gguf"
+    ref = tm.write_tiny_gguf(tiny_llama, "llama", path, qtypes="NVFP4")
+    model = pylin.load(path)
+    matrices = [t for t in gguf.GGUFReader(str(path)).tensors if len(t.shape) == 2]
+    assert len(matrices) >= 1 + 7 * tiny_llama.config.num_hidden_layers  # the embedding, 7 per layer
+    assert {t.tensor_type.name for t in matrices} == {"NVFP4"}
+    got, want = model.logits(IDS), tm.hf_logits(ref, IDS)
+    assert float((got - want).abs().max() / want.abs().max()) <= tolerances["logits_tiny"]
+    rec = model.linearize(IDS).reconstruction()
+    assert rec.rel_error <= tolerances["engine_float32"], rec
+
+
 # ---- the planner on 70B headers --------------------------------------------------------------------
 
 # Verdict at 16 tokens, float32, for GPUs of 24 / 40 / 48 / 80 GiB (pylin.planner's model of memory).
@@ -165,12 +180,15 @@ LAYER_TYPES = [
     {"attn_q": "IQ4_XS", "attn_k": "IQ2_XXS", "attn_v": "IQ3_S", "attn_output": "IQ1_M", "ffn_gate": "IQ2_S",
      "ffn_up": "TQ1_0", "ffn_down": "MXFP4"},
     {"attn_q": "IQ3_XXS", "attn_k": "IQ2_XS", "attn_v": "IQ4_NL", "attn_output": "TQ2_0", "ffn_gate": "IQ1_S",
-     "ffn_up": "IQ4_XS", "ffn_down": "IQ2_XXS"},
+     "ffn_up": "IQ4_XS", "ffn_down": "NVFP4"},
 ]  # fmt: skip
 
 
-def write_new_types_gguf(path: Path, override: dict[str, str] | None = None) -> Path:
-    """A two-layer llama (d = 256) whose weights use every new type; override: {tensor name: type}."""
+def write_new_types_gguf(
+    path: Path, override: dict[str, str] | None = None, extra: dict[str, np.ndarray] | None = None
+) -> Path:
+    """A two-layer llama (d = 256) whose weights use every new type; override: {tensor name: type},
+    extra: more float32 tensors by name."""
     rng = np.random.default_rng(0)
     writer = gguf.GGUFWriter(str(path), "llama")
     writer.add_context_length(64)
@@ -199,6 +217,8 @@ def write_new_types_gguf(path: Path, override: dict[str, str] | None = None) -> 
     for name in ["output_norm.weight", "blk.0.attn_norm.weight", "blk.0.ffn_norm.weight",
                  "blk.1.attn_norm.weight", "blk.1.ffn_norm.weight"]:  # fmt: skip
         writer.add_tensor(name, np.ones(D, np.float32))
+    for name, values in (extra or {}).items():
+        writer.add_tensor(name, values.astype(np.float32))
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
@@ -214,17 +234,19 @@ def new_types_file(tmp_path_factory) -> Path:
 def test_file_with_every_new_type_loads_and_runs(new_types_file) -> None:
     model = pylin.load(new_types_file)
     layers = model.weights.layers
-    assert {layers[0].q.qtype, layers[1].gate.qtype, layers[0].down.qtype} == {"IQ4_XS", "IQ1_S", "MXFP4"}
+    assert [layers[0].q.qtype, layers[1].gate.qtype, layers[0].down.qtype, layers[1].down.qtype] == [
+        "IQ4_XS", "IQ1_S", "MXFP4", "NVFP4"
+    ]  # fmt: skip
     # the forward pass equals one on the dequantized weights (gguf-py's values)
     reader = {t.name: t for t in gguf.GGUFReader(str(new_types_file)).tensors}
-    q = reader["blk.0.ffn_down.weight"]
-    ref = dequantize_ref(np.asarray(q.data), "MXFP4", D, FF)
-    np.testing.assert_array_equal(layers[0].down.dequantize(), ref)
+    for layer, qtype in ((0, "MXFP4"), (1, "NVFP4")):
+        ref = dequantize_ref(np.asarray(reader[f"blk.{layer}.ffn_down.weight"].data), qtype, D, FF)
+        np.testing.assert_array_equal(layers[layer].down.dequantize(), ref)
     rec = model.linearize([1, 2, 3, 4]).reconstruction()
     assert rec.rel_error <= 1e-5, rec
 
 
-@pytest.mark.parametrize("qtype", ["Q8_1", "Q8_K", "NVFP4"])
+@pytest.mark.parametrize("qtype", ["Q8_1", "Q8_K", "Q1_0"])
 def test_a_type_pylin_does_not_read_names_tensor_type_and_the_supported_list(qtype: str, tmp_path) -> None:
     path = write_new_types_gguf(tmp_path / "other.gguf", {"blk.1.ffn_up.weight": qtype})
     with pytest.raises(UnsupportedQuantTypeError) as e:
@@ -232,6 +254,17 @@ def test_a_type_pylin_does_not_read_names_tensor_type_and_the_supported_list(qty
     message = str(e.value)
     assert "blk.1.ffn_up.weight" in message and qtype in message
     assert all(q in message for q in SUPPORTED_QTYPES), message
+
+
+@pytest.mark.parametrize("scale_name", ["blk.1.ffn_down.scale", "blk.1.ffn_down.weight.scale"])
+def test_nvfp4_with_a_per_tensor_scale_tensor_is_refused(scale_name: str, tmp_path) -> None:
+    """llama.cpp's NVFP4 conversions keep the per-tensor float scale as a tensor of its own and multiply
+    the product by it; pylin does not apply it, so it refuses the file instead of dropping the scale."""
+    path = write_new_types_gguf(tmp_path / "scaled.gguf", extra={scale_name: np.full(1, 0.25)})
+    with pytest.raises(UnsupportedQuantTypeError) as e:
+        pylin.load(path)
+    message = str(e.value)
+    assert "blk.1.ffn_down.weight" in message and scale_name in message and "NVFP4" in message, message
 
 
 def test_an_unknown_type_id_names_tensor_id_and_the_supported_list(new_types_file, tmp_path) -> None:

@@ -2,9 +2,9 @@
 
 Every format × orientation × ISA variant available here × M ∈ {1, 3, 16, 17, 64, 65, 257} (both
 sides of the small-M / large-M switches: 16 for matmul, 64 for matmul_t) × awkward N, K: K of one
-block, K = 32·odd (not a multiple of 256) for the 32-blocks, N of 1, 7, 33, 70.  Relative Frobenius
-error ≤ 1e-6 in float32, ≤ 1e-12 in float64 (conftest.TOLERANCES).  Then the argument checks: bad
-input raises ValueError, never crashes.
+block, K = block·odd (not a multiple of 256) for the 32- and 64-blocks (NVFP4), N of 1, 7, 33, 70.
+Relative Frobenius error ≤ 1e-6 in float32, ≤ 1e-12 in float64 (conftest.TOLERANCES).  Then the
+argument checks: bad input raises ValueError, never crashes.
 Covers csrc/cpu/matmul_*.cpp and csrc/bindings.cpp.
 """
 
@@ -42,8 +42,8 @@ def shapes_for(qtype: str) -> list[tuple[int, int]]:
     block = block_layout(qtype)[0]
     if block == 1:  # float formats: K not a multiple of the SIMD width
         return [(1, 1), (7, 37), (70, 301)]
-    if block == 32:
-        return [(1, 32), (7, 23 * 32), (70, 9 * 32)]
+    if block in (32, 64):
+        return [(1, block), (7, 23 * block), (70, 9 * block)]
     return [(1, 256), (33, 768), (70, 256)]
 
 

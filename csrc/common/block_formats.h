@@ -1,6 +1,6 @@
 // block_formats.h — every GGUF weight format pylin reads: the type ids, the per-format facts and the
 // one dispatch over the scalar decoders.  The 32-blocks and K-quants are defined here; the i-quants
-// in iquant_formats.h, TQ1_0 / TQ2_0 / MXFP4 in ternary_fp4_formats.h, the shared conversions in
+// in iquant_formats.h, TQ1_0 / TQ2_0 / MXFP4 / NVFP4 in ternary_fp4_formats.h, the shared conversions in
 // scalars.h.
 //
 // One struct per block with a static_assert on its size, and one scalar
@@ -30,6 +30,7 @@ enum class QType : int {
     Q2_K = 10, Q3_K = 11, Q4_K = 12, Q5_K = 13, Q6_K = 14,
     IQ2_XXS = 16, IQ2_XS = 17, IQ3_XXS = 18, IQ1_S = 19, IQ4_NL = 20, IQ3_S = 21, IQ2_S = 22,
     IQ4_XS = 23, IQ1_M = 29, BF16 = 30, TQ1_0 = 34, TQ2_0 = 35, MXFP4 = 39,
+    NVFP4 = 40,
 };
 
 // ---- block structs (ggml-common.h) ------------------------------------------
@@ -139,6 +140,7 @@ PYLIN_HD constexpr FormatInfo format_info(QType t) {
         case QType::TQ1_0: return {QK_K, (int)sizeof(block_tq1_0)};
         case QType::TQ2_0: return {QK_K, (int)sizeof(block_tq2_0)};
         case QType::MXFP4: return {QK, (int)sizeof(block_mxfp4)};
+        case QType::NVFP4: return {QK_NVFP4, (int)sizeof(block_nvfp4)};
     }
     return {0, 0};
 }
@@ -325,6 +327,7 @@ PYLIN_HD void decode_block(QType t, const uint8_t* bytes, float* y) {
         case QType::TQ1_0: decode_tq1_0(bytes, y); break;
         case QType::TQ2_0: decode_tq2_0(bytes, y); break;
         case QType::MXFP4: decode_mxfp4(bytes, y); break;
+        case QType::NVFP4: decode_nvfp4(bytes, y); break;
     }
 }
 

@@ -63,6 +63,9 @@ def tables() -> dict[str, tuple[str, list[int]]]:
     out["ksigns_iq2xs"] = ("uint8_t", list(quants.IQ2_XXS.ksigns))
     out["kvalues_iq4nl"] = ("int8_t", [int(v) for v in quants.IQ4_NL.kvalues])
     out["kvalues_mxfp4"] = ("int8_t", [int(v) for v in quants.MXFP4.kvalues])
+    # NVFP4 decodes with this table too (ggml's dequantize_row_nvfp4 indexes kvalues_mxfp4)
+    if tuple(quants.NVFP4.kvalues) != tuple(quants.MXFP4.kvalues):
+        raise SystemExit("gguf-py's NVFP4.kvalues differ from MXFP4's: NVFP4 needs a table of its own")
     return out
 
 

@@ -1,5 +1,5 @@
 // scalars.h — what every block decoder shares: the host+device marker, block sizes, and the
-// scalar conversions (fp16, bf16, E8M0 -> float) and unaligned little-endian loads.
+// scalar conversions (fp16, bf16, E8M0, UE4M3 -> float) and unaligned little-endian loads.
 //
 // Included by block_formats.h and the per-family format headers (iquant_formats.h,
 // ternary_fp4_formats.h); the CPU kernels and the CUDA kernels compile these same functions.
@@ -74,6 +74,27 @@ PYLIN_HD float e8m0_to_fp32_half(uint8_t e) {
     float f;
     memcpy(&f, &bits, sizeof f);
     return f;
+}
+
+// 2^n as a float for -126 <= n <= 127 (built from its bits: exact, and the same on host and device).
+PYLIN_HD float exp2_int(int n) {
+    const uint32_t bits = (uint32_t)(n + 127) << 23;
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+// NVFP4's unsigned E4M3 sub-block scale (bias 7, no sign bit), halved as MXFP4's is: ggml-impl.h
+// ggml_ue4m3_to_fp32 (which returns the half despite its name) and gguf-py's NVFP4.ue4m3_to_fp32.
+// Both read bits 6..3 as the exponent and 2..0 as the mantissa, ignore bit 7, and decode 0x00 and
+// 0x7F (E4M3's NaN) as 0 — 0xFF is not special there, so it is 240.  ggml computes
+// ldexpf(man, -9) * 0.5 (exp 0) or ldexpf(1 + man / 8, exp - 7) * 0.5; every step is exact in float32,
+// so the value equals the integer (8 + man, or man) times one power of two: always finite, 2^-10 .. 240.
+PYLIN_HD float ue4m3_to_fp32_half(uint8_t x) {
+    if (x == 0 || x == 0x7F) return 0.0f;
+    const int exponent = (x >> 3) & 0xF, mantissa = x & 0x7;
+    if (exponent == 0) return (float)mantissa * exp2_int(-10);
+    return (float)(8 + mantissa) * exp2_int(exponent - 11);
 }
 
 }  // namespace pylin

@@ -380,7 +380,7 @@ bool can_quantize(QType t) {
         case QType::F32: case QType::F16: case QType::BF16: case QType::Q4_0: case QType::Q4_1:
         case QType::Q5_0: case QType::Q5_1: case QType::Q8_0: case QType::Q2_K: case QType::Q3_K:
         case QType::Q4_K: case QType::Q5_K: case QType::Q6_K: return true;
-        default: return false;  // the i-quants, TQ1_0 / TQ2_0, MXFP4: read, never written
+        default: return false;  // the i-quants, TQ1_0 / TQ2_0, MXFP4, NVFP4: read, never written
     }
 }
 

@@ -19,7 +19,7 @@ void quantize_rows(const float* x, int64_t N, int64_t K, int64_t row_bytes, QTyp
                    int n_threads);
 
 // The formats quantize_rows writes (pylin.qtensor.WRITABLE_QTYPES): pylin reads the i-quants,
-// TQ1_0 / TQ2_0 and MXFP4 but does not write them.
+// TQ1_0 / TQ2_0, MXFP4 and NVFP4 but does not write them.
 bool can_quantize(QType qtype);
 
 // IEEE float -> half, round to nearest even, overflow to inf, subnormals exact (as numpy's astype).

@@ -1,8 +1,8 @@
 // decode_chunk.cuh — decode 8 consecutive weights of a GGUF block into registers.
 //
 // The CUDA kernels never decode a whole block (256 floats of a K-quant would spill to local
-// memory): each thread decodes an aligned chunk of 8 weights.  The i-quants, TQ1_0 / TQ2_0 and
-// MXFP4 decode in groups of 8 in their shared headers, so a chunk calls that group decoder itself
+// memory): each thread decodes an aligned chunk of 8 weights.  The i-quants, TQ1_0 / TQ2_0, MXFP4
+// and NVFP4 decode in groups of 8 in their shared headers, so a chunk calls that group decoder itself
 // (decode_group).  For the other formats every formula below is the one
 // of the shared scalar decoders in csrc/common/block_formats.h (`decode_q4_K` etc.), operation
 // for operation, restricted to elements [8c, 8c+8) of the block; a chunk never crosses a
@@ -33,7 +33,7 @@ PYLIN_HD constexpr bool is_group_format(QType t) {
     switch (t) {
         case QType::IQ2_XXS: case QType::IQ2_XS: case QType::IQ2_S: case QType::IQ3_XXS: case QType::IQ3_S:
         case QType::IQ1_S: case QType::IQ1_M: case QType::IQ4_NL: case QType::IQ4_XS: case QType::TQ1_0:
-        case QType::TQ2_0: case QType::MXFP4: return true;
+        case QType::TQ2_0: case QType::MXFP4: case QType::NVFP4: return true;
         default: return false;
     }
 }
@@ -51,7 +51,8 @@ PYLIN_HD void decode_group(const uint8_t* b, int g, float y[CHUNK]) {
     else if constexpr (QT == QType::IQ4_XS) decode_iq4_xs_group(b, g, y);
     else if constexpr (QT == QType::TQ1_0) decode_tq1_0_group(b, g, y);
     else if constexpr (QT == QType::TQ2_0) decode_tq2_0_group(b, g, y);
-    else decode_mxfp4_group(b, g, y);
+    else if constexpr (QT == QType::MXFP4) decode_mxfp4_group(b, g, y);
+    else decode_nvfp4_group(b, g, y);
 }
 
 // Decode weights [k, k+8) of a row whose bytes start at `row` (k a multiple of 8).  For the float
@@ -203,6 +204,7 @@ PYLIN_HD void decode_chunk(const uint8_t* row, int64_t k, int valid, float y[CHU
         case QType::TQ1_0: { constexpr QType QT_ = QType::TQ1_0; BODY; } break;     \
         case QType::TQ2_0: { constexpr QType QT_ = QType::TQ2_0; BODY; } break;     \
         case QType::MXFP4: { constexpr QType QT_ = QType::MXFP4; BODY; } break;     \
+        case QType::NVFP4: { constexpr QType QT_ = QType::NVFP4; BODY; } break;     \
     }
 
 }  // namespace pylin
