@@ -55,6 +55,11 @@ class LayerRecord:
     mlp_out: torch.Tensor  # (n, d) MLP branch as added to the residual
     post_mlp_norm_scale: torch.Tensor | None
     resid_post: torch.Tensor  # (n, d)
+    # The branches before their post-norms (Gemma 3 / OLMo 2; the same as attn_out / mlp_out elsewhere:
+    # the seed's `attn` / `mlp` keys) and the residual between attention and MLP (its `attn_plus_residual`).
+    attn_pre_norm: torch.Tensor | None = None
+    mlp_pre_norm: torch.Tensor | None = None
+    resid_mid: torch.Tensor | None = None
 
 
 @dataclass
@@ -226,6 +231,8 @@ class LayerValues:
     mlp_out: torch.Tensor
     post_mlp_norm_scale: torch.Tensor | None
     out: torch.Tensor  # mid + mlp_out
+    attn_pre_norm: torch.Tensor | None = None  # the attention branch before its post-norm
+    mlp_pre_norm: torch.Tensor | None = None  # the MLP branch before its post-norm
 
     def record(self) -> LayerRecord:
         """The detached record the linearization freezes."""
@@ -244,6 +251,9 @@ class LayerValues:
             mlp_out=self.mlp_out.detach(),
             post_mlp_norm_scale=keep(self.post_mlp_norm_scale),
             resid_post=self.out.detach(),
+            attn_pre_norm=keep(self.attn_pre_norm),
+            mlp_pre_norm=keep(self.mlp_pre_norm),
+            resid_mid=self.mid.detach(),
         )
 
 
@@ -260,15 +270,16 @@ def layer_values(
     """One decoder layer: x + attn_branch, then + mlp_branch; each branch optionally pre-/post-normed."""
     eps = cfg.norm_eps
     h, attn_norm_r = optional_norm(x, lw.attn_norm, eps, detach)
-    attn, probs = attention_branch(cfg, i, lw, h, linear, detach, pos, cache)
-    attn, post_attn_r = optional_norm(attn, lw.post_attn_norm, eps, detach)
+    attn_raw, probs = attention_branch(cfg, i, lw, h, linear, detach, pos, cache)
+    attn, post_attn_r = optional_norm(attn_raw, lw.post_attn_norm, eps, detach)
     mid = x + attn
     h, mlp_norm_r = optional_norm(mid, lw.mlp_norm, eps, detach)
-    mlp, gate = mlp_branch(cfg, lw, h, linear, detach)
-    mlp, post_mlp_r = optional_norm(mlp, lw.post_mlp_norm, eps, detach)
+    mlp_raw, gate = mlp_branch(cfg, lw, h, linear, detach)
+    mlp, post_mlp_r = optional_norm(mlp_raw, lw.post_mlp_norm, eps, detach)
     return LayerValues(
-        x, attn_norm_r, probs, attn, post_attn_r, mid, mlp_norm_r, gate, mlp, post_mlp_r, mid + mlp
-    )
+        x, attn_norm_r, probs, attn, post_attn_r, mid, mlp_norm_r, gate, mlp, post_mlp_r, mid + mlp,
+        attn_raw, mlp_raw,
+    )  # fmt: skip
 
 
 def forward(
