@@ -208,6 +208,31 @@ def _to_output(frozen: Any, i: int, u: torch.Tensor) -> torch.Tensor:
     return end.jvp(u[:, None, :].contiguous().to(end.dtype), tokens=[n - 1])
 
 
+def trajectory(
+    source: Any, text_or_ids: Any = None, *, layers: str | Sequence[int] = "all", token: int | str = "concat",
+    seed: int = 0,
+) -> dict[str, Any]:  # fmt: skip
+    """The seed's plot_path data: per layer the top-3 left singular vectors of the residual stream's
+    (normed) Jacobian, each signed toward the model's output y, and their projections on the last chosen
+    layer's; `pylin.figures.concept_trajectory` draws it."""
+    frozen = _frozen_state(source, text_or_ids)
+    model = frozen.model
+    chosen = parse_layers(layers, model.n_layers)
+    token = parse_layer_token(token)
+    y = frozen.forward_result.hidden[-1]
+    vectors, labels = [], []
+    for i in chosen:
+        lin = frozen.at(output=f"blocks.{i}.resid_post", wrt="embed", normed=True)
+        U = svd(lin, k=3, token=token, seed=seed).U
+        U = U * signs_toward(U, y)[None, :]
+        vectors.append(U.detach())
+        labels.append(show_token(logit_lens(model, U[:, 0], 1)[0][0][1]))
+    from .figures import trajectory_points
+
+    points = trajectory_points(vectors)
+    return {"layers": chosen, "vectors": vectors, "labels": labels, "points": points.tolist()}
+
+
 def _frozen_state(source: Any, text_or_ids: Any) -> Any:
     """The linearization whose frozen state every site reuses: `source` itself, or one forward pass."""
     if hasattr(source, "at") and hasattr(source, "forward_result"):  # a Linearization
