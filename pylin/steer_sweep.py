@@ -5,12 +5,14 @@
     print(grid.table())            # layer, λ, relative gain, raw gain, distinct-2, concept word seen, text
     grid.write("out/")             # sweep.json and sweep.png (heatmaps: relative gain, distinct-2)
 
-For each cell (ℓ, λ): the greedy steered continuation; the logit gain of the concept's tokens — the top
-tokens of the first left singular vectors of the concept Jacobian J^(ℓ) (last token, decoded through the
-LM head, signed toward its output) — at every generated position, steered minus unsteered logits on the
-same (steered) sequence; and distinct-n of the generated tokens (unique n-grams / n-grams: 1 = no repeat).
-The raw gain is dominated by a shift of ALL logits (steering moves the whole final-normed state: measured on
-Gemma 3 270M, +8.3 uniform against +1.1 concept-specific), so the headline number is the gain RELATIVE to
+For each cell (ℓ, λ): the greedy steered continuation; the logit gain of the concept's tokens — by default
+the concept prompt's own top-5 next tokens (concept_tokens="next"), or the top tokens of the first left
+singular vectors of the concept Jacobian J^(ℓ) decoded through the LM head ("svd") — at every generated
+position, steered minus unsteered logits on the same (steered) sequence; and distinct-n of the generated
+tokens (unique n-grams / n-grams: 1 = no repeat).
+The raw gain is dominated by a shift of ALL logits (steering moves the whole final-normed state: on Gemma 3
+270M the vocabulary's mean shift spans −19 … +10 logits over the grid, as large as the raw concept gain
+itself, docs/steering.md), so the headline number is the gain RELATIVE to
 the mean shift over the whole vocabulary: relative = mean over concept tokens − mean over the vocabulary,
 both averaged over the generated positions.  Tests: tests/test_steer_sweep.py.
 """
@@ -23,6 +25,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from .table import Table
 
@@ -38,9 +42,15 @@ def distinct_n(tokens: Sequence[int], n: int = 2) -> float:
     return len(set(grams)) / len(grams) if grams else 1.0
 
 
-def concept_token_ids(op: Any, k: int = 3, top: int = 5) -> list[int]:
-    """The concept's tokens: the top `top` decoded tokens of the first k left singular vectors of its
-    Jacobian's last-token block (signed toward the concept's output at ℓ), without repeats."""
+def concept_token_ids(op: Any, k: int = 3, top: int = 5, source: str = "next") -> list[int]:
+    """The concept's tokens.  "next": the concept prompt's own top `top` next tokens (the model's final
+    output after it: " Gate" after "… the Golden").  "svd": the top `top` decoded tokens of the first k
+    left singular vectors of its Jacobian's last-token block at ℓ (signed toward the concept's output at ℓ;
+    on Gemma 3 270M these read as noise at every layer but the last few, see docs/steering.md)."""
+    if source == "next":
+        return torch.topk(op.lin.logits.double(), top).indices.tolist()
+    if source != "svd":
+        raise ValueError(f"concept tokens must be 'next' or 'svd', got {source!r}")
     res = op.lin.svd(k=min(k, op.lin.d_out), token=-1)
     rows = res.decode(op.lin, top=top).rows
     return list(dict.fromkeys(t for row in rows for t in row["output_ids"]))
@@ -129,6 +139,7 @@ def sweep(
     n: int = 2,
     inject: str = "at",
     skip_bos: bool = False,
+    concept_tokens: str = "next",
     concept_k: int = 3,
     concept_top: int = 5,
     use_cache: bool = True,
@@ -147,7 +158,8 @@ def sweep(
     n_prompt = len(base.tokens) - len(base.new_tokens)
     result = SweepResult(str(prompt), str(concept), base.text, {})
     result.settings = dict(layers=list(layers), strengths=[float(s) for s in strengths], n=n, inject=inject,
-                           skip_bos=skip_bos, max_new_tokens=max_new_tokens)  # fmt: skip
+                           skip_bos=skip_bos, max_new_tokens=max_new_tokens,
+                           concept_tokens=concept_tokens)  # fmt: skip
     jobs = [(layer, s) for layer in layers for s in strengths]
     it: Any = jobs
     if progress:
@@ -159,7 +171,7 @@ def sweep(
     for layer, s in it:
         if layer not in ops:
             ops[layer] = jacobian_operator(model, concept, layer, inject=inject, skip_bos=skip_bos)
-            ids[layer] = concept_token_ids(ops[layer], concept_k, concept_top)
+            ids[layer] = concept_token_ids(ops[layer], concept_k, concept_top, concept_tokens)
             result.concept_tokens[ops[layer].layer] = [token_text(model, t) for t in ids[layer]]
         op = ops[layer]
         out = generate(model, prompt, steer=op, strength=float(s), max_new_tokens=max_new_tokens,

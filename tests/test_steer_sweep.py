@@ -20,7 +20,7 @@ import pylin
 from pylin import figures, steer
 from pylin.cli import main
 from pylin.emergence import trajectory
-from pylin.steer_sweep import distinct_n
+from pylin.steer_sweep import concept_token_ids, distinct_n
 
 TINY_PROMPT = [1, 7, 42, 99, 5]
 
@@ -67,6 +67,14 @@ def test_sweep_tiny(tiny_gguf: Path, tmp_path: Path) -> None:
     assert "gain_relative" in str(grid.table())
     with pytest.raises(ValueError, match="finite"):
         steer.sweep(model, "the cat", "the dog", layers=[0], strengths=[float("nan")])
+    op = steer.jacobian_operator(model, "the dog", 0)
+    assert (
+        concept_token_ids(op) == torch.topk(op.lin.logits, 5).indices.tolist()
+    )  # "next": its own prediction
+    svd_ids = concept_token_ids(op, k=2, top=3, source="svd")
+    assert 3 <= len(svd_ids) <= 6 and len(set(svd_ids)) == len(svd_ids)
+    with pytest.raises(ValueError, match="concept tokens"):
+        concept_token_ids(op, source="logits")
 
 
 def test_steer_cli_flags_and_sweep(
