@@ -11,7 +11,7 @@ singular vectors of the concept Jacobian J^(ℓ) decoded through the LM head ("s
 position, steered minus unsteered logits on the same (steered) sequence; and distinct-n of the generated
 tokens (unique n-grams / n-grams: 1 = no repeat).
 The raw gain is dominated by a shift of ALL logits (steering moves the whole final-normed state: on Gemma 3
-270M the vocabulary's mean shift spans −19 … +10 logits over the grid, as large as the raw concept gain
+270M the vocabulary's mean shift spans −16 … +11 logits over the grid, as large as the raw concept gain
 itself, docs/steering.md), so the headline number is the gain RELATIVE to
 the mean shift over the whole vocabulary: relative = mean over concept tokens − mean over the vocabulary,
 both averaged over the generated positions.  Tests: tests/test_steer_sweep.py.
