@@ -168,7 +168,9 @@ def dimensionality(layers: Any) -> Any:
             ax.plot([r["layer"] for r in rows], [r["stable_rank"] for r in rows], marker="o", label=comp)
     ax.set_xlabel("layer")
     ax.set_ylabel("stable rank")
-    ax.set_title("dimensionality of each layer's Jacobian (last token)", fontsize=10)
+    block = {r.get("token_index") for r in layers.rows}
+    which = "concatenated over tokens" if block == {"concat"} else "one token's block"
+    ax.set_title(f"dimensionality of each layer's Jacobian ({which})", fontsize=10)
     ax.legend(fontsize=8)
     return fig
 

@@ -97,3 +97,43 @@ def test_hutchpp_error_bar_only_when_j_is_not_formed() -> None:
     formed = svd(f, k=2, token="concat", method="exact")
     again = stable_rank(f, "concat", svd_result=formed)
     assert again.stderr == 0.0 and again.value == pytest.approx(exact.value, rel=1e-9)
+
+
+def test_analyze_layer_token_flag(tmp_path) -> None:
+    import json
+
+    from tiny_models import write_tiny_gguf
+
+    from pylin.cli import main
+
+    _, hf = make_tiny_hf("olmo2", tmp_path / "hf")
+    path = tmp_path / "olmo2-vocab.gguf"
+    write_tiny_gguf(hf, "olmo2", path, vocab=True)
+    for flag, expected in ((None, "concat"), ("last", None)):
+        out = tmp_path / f"report-{flag}"
+        argv = ["analyze", str(path), "--text", "the cat sat", "--layers", "all", "--k", "3",
+                "--out", str(out), "--nonlinear", "off", "--no-progress"]  # fmt: skip
+        assert main(argv + ([] if flag is None else ["--layer-token", flag])) == 0
+        data = json.loads((out / "report.json").read_text())
+        n = len(data["tokens"])
+        assert {r["token_index"] for r in data["layers"]} == {expected if expected else n - 1}
+        assert {r["site"].split(".")[-1] for r in data["layers"]} == {
+            "resid_post",
+            "attn_pre_norm",
+            "mlp_pre_norm",
+        }
+    assert (
+        main(
+            [
+                "analyze",
+                str(path),
+                "--text",
+                "the cat",
+                "--layer-token",
+                "first",
+                "--out",
+                str(tmp_path / "x"),
+            ]
+        )
+        == 2
+    )
