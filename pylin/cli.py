@@ -2,8 +2,8 @@
 
     pylin analyze [MODEL] --text "The bridge out of Marin is the" [--k 8] [--tokens all|-1|0,3]
                   [--layers auto|all|none|0,4,8] [--dtype float32|float64] [--device cpu] [--out DIR]
-    pylin steer [MODEL] --concept "The Golden" --prompt "I'm going to arizona to see the" --layer 6
-                --strength 1.0 --max-new-tokens 20
+    pylin steer [MODEL] --concept "The Golden" --prompt "I'm going to arizona to see the" [--layer 6]
+                --strength 1.0 --max-new-tokens 20 [--sweep --layers 3,6,11 --strengths 0,0.2,0.5]
     pylin info MODEL [--tokens 8,32,128]
     pylin batch [MODEL …] --prompts FILE --out DIR [analyze's options] [--engine local|ray]  (pylin/batch/)
 
@@ -61,6 +61,18 @@ def _nonempty(text: str) -> str:
     return text
 
 
+STEER_EPILOG = """\
+the paper's settings (Golden 2025; its notebooks, JacobianAnalyzer.apply_steering_operator):
+  Gemma-3-12B   λ = 0.17, concept "The bridge is the Golden", lsplit 33 (--layer 32)
+  Llama-3.1-8B  λ = 0.5065, concept "The bridge out of Marin is the Golden", lsplit 22 (--layer 21)
+  Qwen3-8B      λ 0.6–0.8, the same concept, default lsplit (2N/3 = 24: --layer 23)
+  concepts end in "Golden"; prompts "I'm going to arizona to see the", "Here is a painting of the"
+  Δ_i = Σ_{k≤i} J[:, k mod n₀, :] e_k scaled to λ‖h_i‖/(2‖Δ_i‖) at every position (BOS included)
+example: pylin steer --concept "The bridge out of Marin is the Golden" \\
+             --prompt "I went to new york to see the" --strength 0.3 [--sweep --out sweep/]
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="pylin", description="Decoder LLMs as exactly equivalent linear systems (detached Jacobians)."
@@ -86,19 +98,35 @@ def build_parser() -> argparse.ArgumentParser:
         "--layers", default="auto", help="auto (6 spread out) | all | none | 0,4,8 | start:stop:step"
     )
     a.add_argument("--method", choices=["auto", "krylov", "randomized", "exact"], default="auto")
+    a.add_argument("--layer-token", default="concat",
+                   help="layer table's J: concat (all tokens, the seed's) | last | index")  # fmt: skip
     a.add_argument("--top", type=_positive_int, default=5, help="decoded tokens per singular vector")
     a.add_argument("--nonlinear", choices=["auto", "on", "off"], default="auto",
                    help="also the ordinary Jacobian's reconstruction (auto: small models)")  # fmt: skip
     a.add_argument("--out", default="pylin-report", help="output folder (default ./pylin-report)")
 
-    s = sub.add_parser("steer", parents=[common], help="greedy generation steered by a concept's Jacobian")
+    s = sub.add_parser(
+        "steer", parents=[common], help="greedy generation steered by a concept's Jacobian",
+        epilog=STEER_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
     s.add_argument("--concept", required=True, type=_nonempty, help="the concept prompt, e.g. 'The Golden'")
     s.add_argument("--prompt", required=True, type=_nonempty, help="the prompt to continue")
     s.add_argument(
-        "--layer", required=True, type=int, help="add after this layer (0 … n_layers-2; negative from end)"
-    )
+        "--layer", type=int, default=None,
+        help="ℓ: J of block ℓ's output, added into block ℓ's input (the seed's pairing; negative from the "
+             "end; default: the seed's lsplit 2N/3, i.e. ℓ = 2N/3 - 1)",
+    )  # fmt: skip
     s.add_argument("--strength", type=_float, default=1.0, help="λ: ‖Δ_i‖ = λ‖h_i‖/2 (default 1.0)")
     s.add_argument("--max-new-tokens", type=_positive_int, default=20)
+    s.add_argument("--inject", choices=["at", "after"], default="at",
+                   help="at: into block ℓ's input (the seed's); after: into block ℓ+1's input")  # fmt: skip
+    s.add_argument("--skip-bos", action="store_true", help="drop the BOS position's term J_0·e_BOS from Δ")
+    s.add_argument("--no-cache", action="store_true", help="recompute the whole sequence per token")
+    s.add_argument("--sweep", action="store_true",
+                   help="grid of --layers × --strengths: texts, concept logit gain, distinct-2")  # fmt: skip
+    s.add_argument("--layers", default=None, help="--sweep layers: 0,4,8 | start:stop:step (default: 6)")
+    s.add_argument("--strengths", default="0,0.1,0.2,0.4,0.7,1.0", help="--sweep strengths λ (comma list)")
+    s.add_argument("--out", default=None, help="--sweep: folder for sweep.json and sweep.png")
 
     i = sub.add_parser("info", help="architecture, shapes, quant types, memory (reads only the GGUF header)")
     i.add_argument("model", nargs="?", help="GGUF file (none: this build's ISA variants, CUDA, demo model)")
@@ -149,7 +177,7 @@ def _analyze(args: argparse.Namespace) -> int:
         raise UsageError(f"--out {out} exists and is not a folder")
     data = analyze(
         model, args.text, k=args.k, tokens=args.tokens, layers=args.layers, out=out, method=args.method,
-        top=args.top, nonlinear=args.nonlinear, progress=progress,
+        top=args.top, nonlinear=args.nonlinear, progress=progress, layer_token=args.layer_token,
     )  # fmt: skip
     rec = data["reconstruction"]
     pred = data["prediction"]
@@ -174,9 +202,14 @@ def _steer(args: argparse.Namespace) -> int:
     from . import steer
 
     model = _load(args)
-    op = steer.jacobian_operator(model, args.concept, args.layer)
+    if args.sweep:
+        return _steer_sweep(args, model)
+    op = steer.jacobian_operator(model, args.concept, args.layer, inject=args.inject, skip_bos=args.skip_bos)
     progress = not args.no_progress
-    base = steer.generate(model, args.prompt, max_new_tokens=args.max_new_tokens, progress=progress)
+    use_cache = not args.no_cache
+    base = steer.generate(
+        model, args.prompt, max_new_tokens=args.max_new_tokens, progress=progress, use_cache=use_cache
+    )
     steered = steer.generate(
         model,
         args.prompt,
@@ -184,10 +217,33 @@ def _steer(args: argparse.Namespace) -> int:
         strength=args.strength,
         max_new_tokens=args.max_new_tokens,
         progress=progress,
+        use_cache=use_cache,
     )
-    print(f"concept {args.concept!r}, after layer {op.layer}, λ = {args.strength:g}")
+    where = f"into block {op.inject_layer}'s input"
+    print(f"concept {args.concept!r}, J of block {op.layer}'s output {where}, λ = {args.strength:g}")
     print(f"unsteered: {args.prompt}{base.text}")
     print(f"steered:   {args.prompt}{steered.text}")
+    return 0
+
+
+def _steer_sweep(args: argparse.Namespace, model: Any) -> int:
+    from . import steer
+    from .emergence import parse_layers
+
+    n = model.n_layers
+    spread = sorted({round(i * (n - 1) / 5) for i in range(6)}) if n > 6 else list(range(n))
+    layers = parse_layers(args.layers, n) if args.layers else spread
+    try:
+        strengths = [float(x) for x in args.strengths.split(",") if x.strip()]
+    except ValueError:
+        raise UsageError(f"--strengths must be comma-separated numbers, got {args.strengths!r}") from None
+    grid = steer.sweep(model, args.prompt, args.concept, layers, strengths,
+                       max_new_tokens=args.max_new_tokens, inject=args.inject, skip_bos=args.skip_bos,
+                       use_cache=not args.no_cache, progress=not args.no_progress)  # fmt: skip
+    print(grid.table())
+    if args.out:
+        for kind, path in grid.write(args.out).items():
+            print(f"{kind}: {path}")
     return 0
 
 

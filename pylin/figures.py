@@ -2,7 +2,10 @@
 
 Each function takes analysis results and returns a Figure; `save` writes a PNG at a modest DPI so a
 report stays a few hundred KB.  matplotlib is optional (`pip install pylin[plots]`): `available()` says
-whether it is installed, and pylin.report skips the figures without it.  Tests: tests/test_cli.py.
+whether it is installed, and pylin.report skips the figures without it.  The seed's figures
+(JacobianAnalyzer.plot_path, plot_jacobian_image) are `concept_trajectory` and `jacobian_image`;
+`steering_sweep` draws pylin.steer.sweep's grid.  Tests: tests/test_cli.py, tests/test_emergence.py,
+tests/test_steer_sweep.py.
 """
 
 from __future__ import annotations
@@ -21,6 +24,9 @@ __all__ = [
     "attribution",
     "emergence",
     "dimensionality",
+    "concept_trajectory",
+    "jacobian_image",
+    "steering_sweep",
 ]
 
 
@@ -162,6 +168,80 @@ def dimensionality(layers: Any) -> Any:
             ax.plot([r["layer"] for r in rows], [r["stable_rank"] for r in rows], marker="o", label=comp)
     ax.set_xlabel("layer")
     ax.set_ylabel("stable rank")
-    ax.set_title("dimensionality of each layer's Jacobian (last token)", fontsize=10)
+    block = {r.get("token_index") for r in layers.rows}
+    which = "concatenated over tokens" if block == {"concat"} else "one token's block"
+    ax.set_title(f"dimensionality of each layer's Jacobian ({which})", fontsize=10)
     ax.legend(fontsize=8)
+    return fig
+
+
+def trajectory_points(U_layers: list[torch.Tensor]) -> torch.Tensor:
+    """The seed's plot_path: for each layer, its a-th left singular vector projected on the last layer's
+    a-th (a = 0, 1, 2), each u signed toward the model's output y beforehand; (n_layers, 3)."""
+    last = U_layers[-1].double()
+    return torch.stack([(u.double()[:, :3] * last[:, :3]).sum(0) for u in U_layers])
+
+
+def concept_trajectory(layers: list[int], U_layers: list[torch.Tensor], labels: list[str]) -> Any:
+    """The seed's concept trajectory: each layer's u₀, u₁ projected on the last layer's (x, y), u₂ as
+    colour; a layer's label is its index and top decoded token."""
+    plt = _plt()
+    p = trajectory_points(U_layers).numpy()
+    fig, ax = plt.subplots(figsize=(5.5, 4.6))
+    ax.plot(p[:, 0], p[:, 1], color="#bbb", lw=1, zorder=1)
+    sc = ax.scatter(p[:, 0], p[:, 1], c=p[:, 2], cmap="plasma", zorder=2, vmin=-1, vmax=1)
+    for (x, y), layer, label in zip(p[:, :2], layers, labels, strict=True):
+        ax.annotate(f"{layer}: {label}"[:24], (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
+    fig.colorbar(sc, ax=ax, label="u₂ · u₂(last)")
+    ax.set_xlabel("u₀ · u₀(last layer)")
+    ax.set_ylabel("u₁ · u₁(last layer)")
+    ax.set_title("concept trajectory: each layer's singular vectors on the last layer's", fontsize=9)
+    return fig
+
+
+def jacobian_image(J: torch.Tensor, S: torch.Tensor, title: str = "", limit: float = 0.03) -> Any:
+    """The seed's plot_jacobian_image: one token's block J_j (d_out × d_in) as a heatmap (±`limit`, its
+    colour scale) with the singular value spectrum inset."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 5))
+    im = ax.imshow(J.detach().double().cpu().numpy(), vmin=-limit, vmax=limit, cmap="RdBu", aspect="auto")
+    fig.colorbar(im, ax=ax)
+    ax.set_xlabel("hidden dimension (input)")
+    ax.set_ylabel("output dimension")
+    inset = fig.add_axes([0.52, 0.62, 0.2, 0.2])
+    s = S.detach().double().cpu().numpy()
+    inset.plot(range(1, len(s) + 1), s, "-o", markersize=3)
+    inset.set_title("singular values", fontsize=7)
+    inset.tick_params(labelsize=6)
+    inset.grid(True)
+    ax.set_title(title or "the detached Jacobian block", fontsize=9)
+    return fig
+
+
+def steering_sweep(result: Any) -> Any:
+    """pylin.steer.sweep's grid: relative concept logit gain and distinct-n per (layer, λ)."""
+    plt = _plt()
+    layers = sorted({c["layer"] for c in result.cells})
+    strengths = sorted({c["strength"] for c in result.cells})
+    panels = [("gain_relative", "concept logit gain − mean vocabulary gain", "RdBu_r"),
+              ("distinct", "distinct-n of the continuation (1 = no repeats)", "viridis")]  # fmt: skip
+    fig, axes = plt.subplots(1, 2, figsize=(1.1 * len(strengths) * 2 + 3, 0.5 * len(layers) + 1.8))
+    for ax, (key, name, cmap) in zip(axes, panels, strict=True):
+        grid = torch.full((len(layers), len(strengths)), float("nan"), dtype=torch.float64)
+        for c in result.cells:
+            v = c[key]
+            grid[layers.index(c["layer"]), strengths.index(c["strength"])] = float("nan") if v is None else v
+        lim = float(grid.nan_to_num(0).abs().max()) or 1.0
+        kw = {"vmin": -lim, "vmax": lim} if key == "gain_relative" else {"vmin": 0, "vmax": 1}
+        im = ax.imshow(grid.numpy(), aspect="auto", cmap=cmap, **kw)
+        for a in range(len(layers)):
+            for b in range(len(strengths)):
+                ax.text(b, a, f"{float(grid[a, b]):.2f}", ha="center", va="center", fontsize=6)
+        ax.set_xticks(range(len(strengths)), [f"{s:g}" for s in strengths], fontsize=7)
+        ax.set_yticks(range(len(layers)), [str(layer) for layer in layers], fontsize=7)
+        ax.set_xlabel("λ")
+        ax.set_ylabel("layer ℓ")
+        ax.set_title(name, fontsize=8)
+        fig.colorbar(im, ax=ax)
+    fig.suptitle(f"steering sweep: {result.concept!r}", fontsize=9)
     return fig

@@ -91,52 +91,75 @@ def _probs(layer: FrozenLayer, start: int, last_only: bool) -> torch.Tensor:
 # ---- JVP ----------------------------------------------------------------------------------------
 
 
-def attention_jvp(layer: FrozenLayer, t: torch.Tensor, start: int, last_only: bool) -> torch.Tensor:
-    """Tangent of the attention branch (as added to the residual) for a residual tangent t (B, p, d)."""
+def attention_jvp(
+    layer: FrozenLayer, t: torch.Tensor, start: int, last_only: bool, post_norm: bool = True
+) -> torch.Tensor:
+    """Tangent of the attention branch (as added to the residual, or before its post-norm) for a residual
+    tangent t (B, p, d)."""
     w = layer.weights
     a = _norm(t, layer.scale("attn_norm_scale", start), w.attn_norm)
     o = _attention_mix(layer, kernel_linear(a, w.v), _probs(layer, start, last_only))
     attn = kernel_linear(o, w.o)
+    if not post_norm:
+        return attn
     return _norm(attn, layer.scale("post_attn_norm_scale", start, last_only), w.post_attn_norm)
 
 
-def mlp_jvp(layer: FrozenLayer, h1: torch.Tensor, start: int, last_only: bool) -> torch.Tensor:
+def mlp_jvp(
+    layer: FrozenLayer, h1: torch.Tensor, start: int, last_only: bool, post_norm: bool = True
+) -> torch.Tensor:
     """Tangent of the MLP branch for a tangent h1 (B, q, d) of its input (q = 1 when last_only)."""
     w = layer.weights
     b = _norm(h1, layer.scale("mlp_norm_scale", start, last_only), w.mlp_norm)
     m = layer.scale("mlp_gate", start, last_only) * kernel_linear(b, w.up)
-    return _norm(
-        kernel_linear(m, w.down), layer.scale("post_mlp_norm_scale", start, last_only), w.post_mlp_norm
-    )
+    out = kernel_linear(m, w.down)
+    if not post_norm:
+        return out
+    return _norm(out, layer.scale("post_mlp_norm_scale", start, last_only), w.post_mlp_norm)
+
+
+# What layer_jvp / layer_vjp can stop at (pylin.sites output kinds of a block).
+ATTN_STOPS = ("attn_out", "attn_pre_norm")
+MLP_STOPS = ("mlp_out", "mlp_pre_norm")
 
 
 def layer_jvp(
     layer: FrozenLayer, t: torch.Tensor, start: int, stop_at: str = "resid_post", last_only: bool = False
 ) -> torch.Tensor:
-    """Push a residual tangent through one layer; stop_at picks what is returned (a branch or h2)."""
-    attn = attention_jvp(layer, t, start, last_only)
-    if stop_at == "attn_out":
+    """Push a residual tangent through one layer; stop_at picks what is returned (a branch, h1 or h2)."""
+    attn = attention_jvp(layer, t, start, last_only, post_norm=stop_at != "attn_pre_norm")
+    if stop_at in ATTN_STOPS:
         return attn
     h1 = (t[:, -1:] if last_only else t) + attn
-    mo = mlp_jvp(layer, h1, start, last_only)
-    return mo if stop_at == "mlp_out" else h1 + mo
+    if stop_at == "resid_mid":
+        return h1
+    mo = mlp_jvp(layer, h1, start, last_only, post_norm=stop_at != "mlp_pre_norm")
+    return mo if stop_at in MLP_STOPS else h1 + mo
 
 
 # ---- VJP ----------------------------------------------------------------------------------------
 
 
-def attention_vjp(layer: FrozenLayer, g_attn: torch.Tensor, start: int, last_only: bool) -> torch.Tensor:
+def attention_vjp(
+    layer: FrozenLayer, g_attn: torch.Tensor, start: int, last_only: bool, post_norm: bool = True
+) -> torch.Tensor:
     """Cotangent on the residual input (B, p, d) from a cotangent on the attention branch (B, q, d)."""
     w = layer.weights
-    g = _norm(g_attn, layer.scale("post_attn_norm_scale", start, last_only), w.post_attn_norm)
+    g = g_attn
+    if post_norm:
+        g = _norm(g_attn, layer.scale("post_attn_norm_scale", start, last_only), w.post_attn_norm)
     gv = _attention_mix_transposed(layer, _linear_transposed(g, w.o), _probs(layer, start, last_only))
     return _norm(_linear_transposed(gv, w.v), layer.scale("attn_norm_scale", start), w.attn_norm)
 
 
-def mlp_vjp(layer: FrozenLayer, g_mlp: torch.Tensor, start: int, last_only: bool) -> torch.Tensor:
+def mlp_vjp(
+    layer: FrozenLayer, g_mlp: torch.Tensor, start: int, last_only: bool, post_norm: bool = True
+) -> torch.Tensor:
     """Cotangent on the MLP input (B, q, d) from a cotangent on the MLP branch (B, q, d)."""
     w = layer.weights
-    g = _norm(g_mlp, layer.scale("post_mlp_norm_scale", start, last_only), w.post_mlp_norm)
+    g = g_mlp
+    if post_norm:
+        g = _norm(g_mlp, layer.scale("post_mlp_norm_scale", start, last_only), w.post_mlp_norm)
     gu = _linear_transposed(g, w.down) * layer.scale("mlp_gate", start, last_only)
     return _norm(_linear_transposed(gu, w.up), layer.scale("mlp_norm_scale", start, last_only), w.mlp_norm)
 
@@ -148,10 +171,13 @@ def layer_vjp(
 
     With last_only, g holds just the last position (B, 1, d); the result always covers p positions.
     """
-    if stop_at == "attn_out":
-        return attention_vjp(layer, g, start, last_only)
-    g_mlp_in = mlp_vjp(layer, g, start, last_only)
-    g_h1 = g_mlp_in if stop_at == "mlp_out" else g + g_mlp_in
+    if stop_at in ATTN_STOPS:
+        return attention_vjp(layer, g, start, last_only, post_norm=stop_at == "attn_out")
+    if stop_at == "resid_mid":
+        g_h1 = g
+    else:
+        g_mlp_in = mlp_vjp(layer, g, start, last_only, post_norm=stop_at != "mlp_pre_norm")
+        g_h1 = g_mlp_in if stop_at in MLP_STOPS else g + g_mlp_in
     g_in = attention_vjp(layer, g_h1, start, last_only)
     if last_only:
         g_in[:, -1:] += g_h1

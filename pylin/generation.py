@@ -4,7 +4,10 @@
 
 `next_logits(ids)` returns the next-token logits (vocab,) after the sequence `ids`; the loop appends the
 argmax until `max_new_tokens` or an end-of-sequence token (which is not appended).
-Tests: tests/test_models.py (generate), tests/test_steer.py.
+`next_logits_function(model, hook_for, use_cache)` builds it: with use_cache the forward runs only the
+positions the KV cache (pylin.forward.KVCache) does not hold yet — one row per generated token — else the
+whole sequence again (the reference).
+Tests: tests/test_generate.py, tests/test_models.py, tests/test_steer.py.
 """
 
 from __future__ import annotations
@@ -16,9 +19,43 @@ import torch
 
 from .indices import integer
 
-__all__ = ["continuation_text", "eos_token_ids", "greedy"]
+__all__ = ["continuation_text", "eos_token_ids", "greedy", "next_logits_function"]
 
 NextLogits = Callable[[list[int]], torch.Tensor]
+# hook_for(ids, offset): the resid_hook for a forward over the rows ids[offset:] of the sequence ids
+HookFor = Callable[[list[int], int], Any]
+
+
+def next_logits_function(model: Any, hook_for: HookFor | None = None, use_cache: bool = True) -> NextLogits:
+    """The last position's logits after `ids`, KV-cached (use_cache) or recomputed over the whole sequence.
+
+    The cache is kept while each call's ids extend the previous ones, and rebuilt when they do not or when
+    the model's rope would change frequencies (KVCache.stale_for)."""
+    from .forward import KVCache
+
+    state: dict[str, Any] = {"cache": None, "ids": []}
+
+    def full(ids: list[int]) -> torch.Tensor:
+        res = model.forward(model.embed(ids), resid_hook=None if hook_for is None else hook_for(ids, 0))
+        return model.lm_head(res.hidden[-1:])[0]
+
+    def cached(ids: list[int]) -> torch.Tensor:
+        cache, seen = state["cache"], state["ids"]
+        fresh = (
+            cache is None
+            or ids[: len(seen)] != seen
+            or len(ids) <= len(seen)
+            or cache.stale_for(model.config, len(ids))
+        )
+        if fresh:
+            cache, seen = KVCache(model.n_layers), []
+        offset = len(seen)
+        hook = None if hook_for is None else hook_for(ids, offset)
+        res = model.forward(model.embed(ids[offset:]), resid_hook=hook, cache=cache)
+        state["cache"], state["ids"] = cache, list(ids)
+        return model.lm_head(res.hidden[-1:])[0]
+
+    return cached if use_cache else full
 
 
 def eos_token_ids(config: Any) -> set[int]:

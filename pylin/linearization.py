@@ -24,7 +24,7 @@ from . import kernels, planner
 from .frozen_layers import FrozenLayer, layer_jvp, layer_vjp
 from .indices import indices
 from .readout import token_text
-from .sites import InputSite, OutputSite, parse_input, parse_output
+from .sites import BLOCK_STOPS, InputSite, OutputSite, parse_input, parse_output
 
 # Bytes of tangent/cotangent activations alive per chunk on the CPU when no budget is given.  Small
 # chunks stay cache-resident and cost little extra (the kernels are compute-bound from ~500 rows on):
@@ -275,7 +275,8 @@ class Linearization:
         return range(self.input_site.layer, self.output_site.layer + 1)
 
     def _stop_at(self) -> str:
-        return self.output_site.kind if self.output_site.kind in ("attn_out", "mlp_out") else "resid_post"
+        kind = self.output_site.kind
+        return kind if kind in BLOCK_STOPS else "resid_post"
 
     def _jvp_chunk(self, t: torch.Tensor, start: int) -> torch.Tensor:
         last = self.output_site.layer

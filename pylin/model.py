@@ -221,13 +221,15 @@ class Model:
         stop_at_eos: bool = True,
         steer: Any = None,
         strength: float = 1.0,
+        use_cache: bool = True,
         **kw: Any,
     ) -> str:
         """Greedy continuation of text (the new text only).  **kw go to forward (e.g. resid_hook).
 
         steer: a steering operator (pylin.steer.jacobian_operator / singular_vector) applied at
-        strength λ, the whole forward redone per token as the paper does; λ = 0 reproduces the
-        unsteered text.
+        strength λ; λ = 0 reproduces the unsteered text.  use_cache: each new token runs one row through
+        a KV cache (pylin.forward.KVCache); False recomputes the whole sequence per token (the reference,
+        and what forward hooks in **kw need: they see every position).
         """
         if steer is not None:
             from .steer import generate
@@ -235,13 +237,20 @@ class Model:
             if kw:
                 raise ValueError(f"steer= cannot be combined with forward hooks {sorted(kw)}")
             result = generate(self, text, steer=steer, strength=strength, max_new_tokens=max_new_tokens,
-                              stop_at_eos=stop_at_eos)  # fmt: skip
+                              stop_at_eos=stop_at_eos, use_cache=use_cache)  # fmt: skip
             return result.text
-        from .generation import continuation_text, eos_token_ids, greedy
+        from .generation import continuation_text, eos_token_ids, greedy, next_logits_function
 
-        def next_logits(ids: list[int]) -> torch.Tensor:
-            return self.logits(ids, last_only=True, **kw)[0]
+        if kw:
+            if use_cache:
+                raise ValueError(
+                    f"forward hooks {sorted(kw)} see the whole sequence: pass use_cache=False with them"
+                )
 
+            def next_logits(ids: list[int]) -> torch.Tensor:
+                return self.logits(ids, last_only=True, **kw)[0]
+        else:
+            next_logits = next_logits_function(self, use_cache=use_cache)
         eos = eos_token_ids(self.config) if stop_at_eos else None
         return continuation_text(self, greedy(next_logits, self.token_ids(text), max_new_tokens, eos=eos))
 

@@ -72,11 +72,14 @@ def _head_row(weights: Any, token_id: int, dtype: torch.dtype) -> torch.Tensor:
     return torch.from_numpy(weights.lm_head.rows(token_id, token_id + 1).dequantize()[0]).to(dtype)
 
 
-def _branches(cfg: Any, i: int, lw: Any, x: torch.Tensor, detach: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """(attention branch, MLP branch) of layer i for the residual x, differentiably."""
+def _block_site(cfg: Any, i: int, lw: Any, x: torch.Tensor, detach: bool, kind: str) -> torch.Tensor:
+    """A value inside layer i (a branch, before or after its post-norm, or the mid residual) for the
+    residual x entering it, differentiably."""
     pos = forward.Positions(x.shape[0], x.dtype, x.device)
     values = forward.layer_values(cfg, i, lw, x, forward.torch_linear, detach, pos)
-    return values.attn_out, values.mlp_out
+    pick = {"attn_out": values.attn_out, "mlp_out": values.mlp_out, "attn_pre_norm": values.attn_pre_norm,
+            "mlp_pre_norm": values.mlp_pre_norm, "resid_mid": values.mid}  # fmt: skip
+    return pick[kind]
 
 
 def site_function(
@@ -104,9 +107,9 @@ def site_function(
             return y if out.kind == "final" else (y @ _head_row(weights, out.token_id, y.dtype)).reshape(1)
         if out.kind == "resid_post":
             v = run(x, out.layer + 1).output[-1]
-        else:  # a branch of layer `out.layer`, from the residual entering it
-            attn, mlp = _branches(cfg, out.layer, weights.layers[out.layer], run(x, out.layer).output, detach)
-            v = (attn if out.kind == "attn_out" else mlp)[-1]
+        else:  # a value inside layer `out.layer`, from the residual entering it
+            entering = run(x, out.layer).output
+            v = _block_site(cfg, out.layer, weights.layers[out.layer], entering, detach, out.kind)[-1]
         if not normed:
             return v
         r = torch.rsqrt(v.pow(2).mean(-1, keepdim=True) + cfg.norm_eps)

@@ -106,6 +106,7 @@ def analyze(
     seed: int = 0,
     progress: bool = True,
     keep: dict[str, Any] | None = None,
+    layer_token: str | int = "concat",
 ) -> dict[str, Any]:
     """Run every analysis of one prompt; write report.json, figures and report.html into `out` if given.
 
@@ -142,6 +143,7 @@ def analyze(
             layers=layer_list,
             components=components,
             k=min(LAYER_TABLE_K, k),
+            token=layer_token,
             seed=seed,
             progress=progress,
         )

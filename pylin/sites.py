@@ -3,8 +3,14 @@
 Names follow TransformerLens hooks:
     output: "final" | "logit:<token id>"
             | "blocks.{i}.resid_post" | "blocks.{i}.attn_out" | "blocks.{i}.mlp_out"
+            | "blocks.{i}.resid_mid"        (between attention and MLP: resid_pre + attn_out)
+            | "blocks.{i}.attn_pre_norm" | "blocks.{i}.mlp_pre_norm"
     wrt:    "embed" | "blocks.{i}.resid_pre"
-Every output is taken at the last token.  Tests: tests/test_linearization.py (bad names, ranges).
+attn_out / mlp_out are the branches as added to the residual stream; *_pre_norm are the same branches
+before their post-norms (Gemma 3's post_attention_layernorm / post_feedforward_layernorm, OLMo 2's
+post-norms — the seed's `attn` / `mlp` keys; identical to attn_out / mlp_out in families without them);
+resid_mid is the seed's `attn_plus_residual`.  Every output is taken at the last token.
+Tests: tests/test_linearization.py (bad names, ranges), tests/test_sites.py (new sites vs autograd).
 """
 
 from __future__ import annotations
@@ -14,12 +20,16 @@ from dataclasses import dataclass
 
 from .indices import index
 
-_BLOCK_SITE = re.compile(r"^blocks\.(-?\d+)\.(resid_post|attn_out|mlp_out|resid_pre)$")
+# Output kinds inside a block, besides resid_post (pylin.frozen_layers stops there).
+BLOCK_STOPS = ("attn_out", "mlp_out", "attn_pre_norm", "mlp_pre_norm", "resid_mid")
+_BLOCK_SITE = re.compile(
+    r"^blocks\.(-?\d+)\.(resid_post|attn_out|mlp_out|attn_pre_norm|mlp_pre_norm|resid_mid|resid_pre)$"
+)
 
 
 @dataclass(frozen=True)
 class OutputSite:
-    kind: str  # "final", "logit", "resid_post", "attn_out" or "mlp_out"
+    kind: str  # "final", "logit", "resid_post" or one of BLOCK_STOPS
     layer: int  # the layer whose output it is (n_layers - 1 for final / logit)
     token_id: int | None = None  # for kind == "logit"
 
@@ -68,7 +78,8 @@ def parse_output(site: str, n_layers: int, vocab_size: int) -> OutputSite:
     if match is None or match.group(2) == "resid_pre":
         raise ValueError(
             f"unknown output site {site!r}; expected 'final', 'logit:<id>', 'blocks.<i>.resid_post', "
-            "'blocks.<i>.attn_out' or 'blocks.<i>.mlp_out'"
+            "'blocks.<i>.resid_mid', 'blocks.<i>.attn_out', 'blocks.<i>.mlp_out', 'blocks.<i>.attn_pre_norm' "
+            "or 'blocks.<i>.mlp_pre_norm'"
         )
     return OutputSite(match.group(2), _layer_index(match.group(1), n_layers, site))
 

@@ -401,8 +401,8 @@ def test_steering_grid(models: list[Path], tmp_path: Path) -> None:
     row = res.table().to_pylist()[0]
     assert row["error"] is None and row["steer_strengths"] == [0.0, 4.0] and len(row["steer_texts"]) == 2
     assert row["steer_texts"][0] == row["steer_unsteered"]  # λ = 0 adds exactly nothing
-    with pytest.raises(ValueError, match="layer"):
-        pylin.batch.run(models[0], ["x"], out=tmp_path / "bad", steer={**steer, "layer": 1}, progress=False)
+    with pytest.raises(ValueError, match="layer"):  # the seed's pairing allows every block, not one past it
+        pylin.batch.run(models[0], ["x"], out=tmp_path / "bad", steer={**steer, "layer": 2}, progress=False)
 
 
 @pytest.mark.parametrize(

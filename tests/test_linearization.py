@@ -131,7 +131,7 @@ def test_memory_budget_chunks_give_same_result(model):
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({"output": "blocks.0.resid_mid"}, "unknown output site"),
+        ({"output": "blocks.0.resid_middle"}, "unknown output site"),
         ({"output": "blocks.99.resid_post"}, "out of range"),
         ({"output": "logit:-1"}, "outside the vocabulary"),
         ({"wrt": "blocks.x.resid_pre"}, "unknown input site"),

@@ -219,9 +219,9 @@ def _validated(spec: ModelSpec, settings: Settings, *, load_for_local: bool) -> 
     model = pylin.load(spec.path, dtype=settings.dtype, device=device)
     parse_layers(settings.layers, model.n_layers)
     if settings.steer is not None:
-        from ..steer import _check_layer
+        from ..steer import check_layer
 
-        _check_layer(model, settings.steer.layer)
+        check_layer(model, settings.steer.layer)
     return model if load_for_local else None
 
 
