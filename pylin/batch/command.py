@@ -63,7 +63,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     b.add_argument("--arrays", action="store_true", help="write U, S, Vh per row to arrays/<key>.safetensors")
     b.add_argument("--jacobian", action="store_true", help="also the formed J of the analysed tokens")
     b.add_argument("--steer-concept", help="also steered continuations of each prompt by this concept")
-    b.add_argument("--steer-layer", type=int, help="add the concept after this layer")
+    b.add_argument("--steer-layer", type=int, help="block ℓ: J of its output added into its input")
     b.add_argument("--steer-strength", type=_strengths, default=(1.0,), help="λ, or a grid: 0.5,1,2")
     b.add_argument("--steer-tokens", type=_positive, default=20, help="new tokens per continuation")
     b.add_argument("--engine", choices=["local", "ray"], default="local")
