@@ -158,6 +158,8 @@ def _analyze(args: argparse.Namespace) -> int:
     print(f"detached reconstruction: rel. error {det['rel_error']:.3e}, R² {det['r2']:.9f}")
     if rec["nonlinear"] is not None:
         print(f"nonlinear Jacobian:      rel. error {nl['rel_error']:.3e}, R² {nl['r2']:.6f}")
+    else:
+        print(f"nonlinear Jacobian:      not computed ({rec['nonlinear_skipped']})")
     last = (
         max(r["token_index"] for r in data["decoded"] if isinstance(r["token_index"], int))
         if any(isinstance(r["token_index"], int) for r in data["decoded"])
