@@ -84,7 +84,9 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     path = str(assemble())
-    rows = [run(path, int(w), int(w) <= BASELINE_MAX_TOKENS and not args.smoke) for w in args.words.split(",")]
+    rows = [
+        run(path, int(w), int(w) <= BASELINE_MAX_TOKENS and not args.smoke) for w in args.words.split(",")
+    ]
     print_table(rows, [("tokens", "n", "d"), ("dequantize_s", "dequant s", ".2f"), ("jvp_s", "JVP s", ".2f"),
                        ("estimated_s", "model s", ".2f"), ("s_per_weight", "s/weight", ".2e"),
                        ("s_per_mac", "s/MAC", ".2e"), ("jacobian_s", "full J s", ".2f"),

@@ -42,15 +42,17 @@ __all__ = ["analyze", "nonlinear_reconstruction", "parse_tokens", "render_page",
 
 # The ordinary (nonlinear) Jacobian's reconstruction Σ_j J_j x*_j = J·X* is ONE forward-mode JVP with X* as
 # tangent (torch.func.jvp over pylin.reference's differentiable forward, detach=False), not d_out
-# backward passes: its cost is dequantizing the layers once plus ~3 forwards on float weights.  The cost
-# model's rates were measured by bench/nonlinear.py on the 2-core dev VM (Gemma 3 270M Q4_K_M): ~2.5e-8 s
-# per dequantized weight, ~2e-10 s per multiply-add of the JVP (primal + tangent); "auto" computes it
-# when the estimate stays under NONLINEAR_AUTO_SECONDS and the float copy of the layers under
+# backward passes: its cost is dequantizing the layers once plus ~3 forwards on float weights.  The rates
+# were measured by bench/nonlinear.py on the 2-core dev VM under load (load average 13; Gemma 3 270M Q4_K_M,
+# 1.0e8 layer weights): dequantizing 3e-9-4e-9 s per weight, the JVP 5e-10-1e-9 s per multiply-add
+# (3 · weights · tokens): 4.3 s at 7 tokens, 5.1 s at 32, 41 s at 130 (autograd's full ordinary Jacobian:
+# 44 s and 276 s at 7 and 32 tokens).  "auto" computes it when the estimate (the slower rates) stays
+# under NONLINEAR_AUTO_SECONDS (Gemma 3 270M: up to ~100 tokens) and the float copy of the layers under
 # NONLINEAR_MAX_BYTES, and says why when it does not.
 NONLINEAR_AUTO_SECONDS = 30.0
 NONLINEAR_MAX_BYTES = 4 << 30
-SECONDS_PER_DEQUANTIZED_WEIGHT = 2.5e-8
-SECONDS_PER_JVP_MAC = 2e-10
+SECONDS_PER_DEQUANTIZED_WEIGHT = 4e-9
+SECONDS_PER_JVP_MAC = 1e-9
 # Singular triplets per (layer, component) in the layer table: the emergence figure shows three decoded
 # vectors; one more keeps the third's σ gap visible.  Each extra triplet costs a wider Krylov block.
 LAYER_TABLE_K = 4
@@ -477,8 +479,8 @@ def show(source: Any, text: str | list[int] | None = None, **analyze_kwargs: Any
 
 def steering_report(
     model: Any,
-    concept: str,
-    prompt: str,
+    concept: str | list[int],
+    prompt: str | list[int],
     layer: int,
     *,
     strength: float = 1.0,
@@ -504,9 +506,16 @@ def steering_report(
         return steer.generate(model, prompt, steer=op, strength=lam, max_new_tokens=max_new_tokens)
 
     steered = run(layer, strength)
-    section: dict[str, Any] = {"concept": concept, "prompt": prompt, "layer": layer, "strength": strength,
-                               "max_new_tokens": max_new_tokens, "unsteered": base.text,
-                               "steered": steered.text, "sweep": None}  # fmt: skip
+    section: dict[str, Any] = {
+        "concept": _text(model, concept),
+        "prompt": _text(model, prompt),
+        "layer": layer,
+        "strength": strength,
+        "max_new_tokens": max_new_tokens,
+        "unsteered": base.text,
+        "steered": steered.text,
+        "sweep": None,
+    }
     if sweep_layers and sweep_strengths:
         texts, values = [], []
         for at in sweep_layers:
@@ -520,6 +529,12 @@ def steering_report(
     if out is not None:
         write_report(out, data, keep.get("figures", {}))
     return data
+
+
+def _text(model: Any, text_or_ids: str | list[int]) -> str:
+    from .readout import token_text
+
+    return text_or_ids if isinstance(text_or_ids, str) else "".join(token_text(model, t) for t in text_or_ids)
 
 
 def _changed_share(base: list[int], steered: list[int]) -> float:
