@@ -200,6 +200,7 @@ def analyze(
     seed: int = 0,
     progress: bool = True,
     keep: dict[str, Any] | None = None,
+    draw: bool | None = None,
 ) -> dict[str, Any]:
     """Run every analysis of one prompt; write report.json, figures and report.html into `out` if given.
 
@@ -207,6 +208,7 @@ def analyze(
     (`nonlinear_skip_reason`; the reason is kept in data["reconstruction"]["nonlinear_skipped"]).
     keep: a dict to receive the objects behind the numbers, "linearization" and "svd" (pylin.batch
     stores U, S, Vh and, if asked, J from them) and "figures" (name → PNG bytes).
+    draw: whether to draw the matplotlib figures (default: when writing `out`; a batch row skips them).
     """
     if nonlinear not in ("auto", "on", "off"):
         raise ValueError(f"nonlinear must be 'auto', 'on' or 'off', got {nonlinear!r}")
@@ -312,7 +314,8 @@ def analyze(
         "steering": None,
         "timings_s": steps.timings,
     }
-    pngs = _figures(data, lin, rec.y_hat, nl, res, decoded, att, layer_table)
+    draw = out is not None if draw is None else draw
+    pngs = _figures(data, lin, rec.y_hat, nl, res, decoded, att, layer_table) if draw else {}
     data["figures"] = {name: f"{name}.png" for name in pngs}
     data = _finite(data)
     if keep is not None:
@@ -473,7 +476,7 @@ def show(source: Any, text: str | list[int] | None = None, **analyze_kwargs: Any
         raise ValueError("show(model, text): the prompt is missing")
     keep: dict[str, Any] = {}
     analyze_kwargs.setdefault("progress", False)
-    data = analyze(source, text, keep=keep, **analyze_kwargs)
+    data = analyze(source, text, keep=keep, draw=True, **analyze_kwargs)
     return ReportView(data, keep.get("figures"))
 
 
@@ -498,7 +501,7 @@ def steering_report(
 
     keep: dict[str, Any] = {}
     analyze_kwargs.setdefault("progress", False)
-    data = analyze(model, concept, keep=keep, **analyze_kwargs)
+    data = analyze(model, concept, keep=keep, draw=out is not None, **analyze_kwargs)
     base = steer.generate(model, prompt, max_new_tokens=max_new_tokens)
 
     def run(at: int, lam: float) -> Any:
