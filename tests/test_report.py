@@ -239,7 +239,7 @@ def large_report(data: dict[str, Any], n_tokens: int = 128, n_layers: int = 80) 
 
 def test_large_page_stays_small(tiny_report: tuple[Any, dict[str, Any], Path]) -> None:
     """128 tokens × 8 triplets, 80 layers × 3 components, d_model 8192, no figures: under 3 MB
-    (measured: ~1.5 MB; the full tables are built only when opened)."""
+    (measured: 0.97 MB; the full tables are built only when opened)."""
     from pylin.report import render_page
 
     _, data, _ = tiny_report
