@@ -112,10 +112,16 @@ class Dom(HTMLParser):
 
 
 @pytest.fixture(scope="module")
-def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any], Any]:
+    """(report.html of the tiny model, its report.json data, the model)."""
     folder = tmp_path_factory.mktemp("browser")
-    _, data = build_tiny_report(folder)
-    return folder / "rep" / "report.html", data
+    model, data = build_tiny_report(folder)
+    return folder / "rep" / "report.html", data, model
+
+
+@pytest.fixture(scope="module")
+def report(tiny: tuple[Path, dict[str, Any], Any]) -> tuple[Path, dict[str, Any]]:
+    return tiny[0], tiny[1]
 
 
 def _strip_tokens(dom: Dom) -> list[str]:
@@ -188,6 +194,24 @@ def test_console_capture_works(report: tuple[Path, dict[str, Any]]) -> None:
         any("undefinedFunction" in line for line in console)
         and "undefinedFunction" in dom.body["data-errors"]
     )
+
+
+def test_steering_section(tiny: tuple[Path, dict[str, Any], Any], tmp_path: Path) -> None:
+    """A steering report shows both continuations and the sweep grid, one cell per (layer, λ)."""
+    from pylin.report import steering_report
+
+    model = tiny[2]
+    data = steering_report(model, [3, 4, 5], [7, 8], 0, strength=4.0, max_new_tokens=3, k=2, layers="none",
+                           sweep_layers=[0], sweep_strengths=[0.0, 2.0, 4.0], out=tmp_path)  # fmt: skip
+    dom, console = render(tmp_path / "report.html")
+    assert console == [] and "hidden" not in dom.find(id="steering")[0]["attrs"]
+    s = data["steering"]
+    assert (
+        dom.text("unsteered") == s["prompt"] + s["unsteered"]
+        and dom.text("steered") == s["prompt"] + s["steered"]
+    )
+    cells = dom.find("td", cls="cell", inside="sweep")
+    assert [c["attrs"]["title"] for c in cells] == s["sweep"]["texts"][0]
 
 
 def test_large_page(report: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
