@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--method", choices=["auto", "krylov", "randomized", "exact"], default="auto")
     a.add_argument("--top", type=_positive_int, default=5, help="decoded tokens per singular vector")
     a.add_argument("--nonlinear", choices=["auto", "on", "off"], default="auto",
-                   help="also the ordinary Jacobian's reconstruction (auto: small models)")  # fmt: skip
+                   help="the ordinary Jacobian's reconstruction (auto: if estimated under 30 s)")  # fmt: skip
     a.add_argument("--out", default="pylin-report", help="output folder (default ./pylin-report)")
 
     s = sub.add_parser("steer", parents=[common], help="greedy generation steered by a concept's Jacobian")
