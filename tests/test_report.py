@@ -263,3 +263,24 @@ def test_show_in_a_notebook(tiny_report: tuple[Any, dict[str, Any], Path]) -> No
     inner = html.unescape(out.split('srcdoc="', 1)[1].split('" style=', 1)[0])
     assert embedded_data(inner) == data and inner.count("data:image/png;base64,") == 6
     assert "tokens" in repr(view) and show(data).html().count("data:image/png") == 0
+
+
+@pytest.mark.realmodel
+def test_real_model_report_has_the_contrast(
+    gemma_path: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The README's first command on Gemma 3 270M: the ordinary-Jacobian contrast is computed by default
+    (8 tokens cost seconds) and every figure is there; --nonlinear off prints why it is missing."""
+    from pylin.cli import main
+
+    argv = ["analyze", gemma_path, "--text", "The bridge out of Marin is the", "--k", "2", "--tokens", "-1",
+            "--layers", "none", "--no-progress"]  # fmt: skip
+    assert main([*argv, "--out", str(tmp_path / "a")]) == 0
+    out = capsys.readouterr().out
+    data = json.loads((tmp_path / "a" / "report.json").read_text(encoding="utf-8"))
+    check_schema(data)
+    nl = data["reconstruction"]["nonlinear"]
+    assert nl is not None and nl["rel_error"] > 0.1 and "nonlinear Jacobian:      rel. error" in out
+    assert set(data["figures"]) == {"reconstruction", "spectra", "decoded", "attribution"}
+    assert main([*argv, "--nonlinear", "off", "--out", str(tmp_path / "b")]) == 0
+    assert "nonlinear Jacobian:      not computed (--nonlinear off)" in capsys.readouterr().out
