@@ -5,9 +5,9 @@ reconstruct y) cost, so that `pylin analyze --nonlinear auto` can compute it whe
 pylin.report computes J·X* as ONE forward-mode JVP (torch.func.jvp, tangent X*) over pylin.reference's
 differentiable forward on dequantized weights; the baseline is the seed's route, the whole ordinary
 Jacobian by torch.autograd.functional.jacobian(vectorize=True), then Σ_j J_j x*_j (same process).
-Also measured: the one-time dequantization of the layers (a fresh model per run), and the cost model's
-two rates, seconds per dequantized weight and per JVP multiply-add (3 · weights · tokens), which
-pylin/report.py's constants SECONDS_PER_DEQUANTIZED_WEIGHT and SECONDS_PER_JVP_MAC come from.
+Also measured: the one-time dequantization of the layers (a fresh model per run), and, per row, the
+estimate of pylin/report.py's cost model (SECONDS_PER_LAYER_WEIGHT · weights + SECONDS_PER_JVP_MAC ·
+3 · weights · tokens, column "model s"), which is meant as an upper bound of "dequant s + JVP s".
 
     python bench/nonlinear.py                 # 8, 32, 128 tokens (the full-Jacobian baseline at 8 and 32)
     python bench/nonlinear.py --smoke         # 4 tokens; no results file

@@ -42,17 +42,18 @@ __all__ = ["analyze", "nonlinear_reconstruction", "parse_tokens", "render_page",
 
 # The ordinary (nonlinear) Jacobian's reconstruction Σ_j J_j x*_j = J·X* is ONE forward-mode JVP with X* as
 # tangent (torch.func.jvp over pylin.reference's differentiable forward, detach=False), not d_out
-# backward passes: its cost is dequantizing the layers once plus ~3 forwards on float weights.  The rates
-# were measured by bench/nonlinear.py on the 2-core dev VM under load (load average 13; Gemma 3 270M Q4_K_M,
-# 1.0e8 layer weights): dequantizing 3e-9-4e-9 s per weight, the JVP 5e-10-1e-9 s per multiply-add
-# (3 · weights · tokens): 4.3 s at 7 tokens, 5.1 s at 32, 41 s at 130 (autograd's full ordinary Jacobian:
-# 44 s and 276 s at 7 and 32 tokens).  "auto" computes it when the estimate (the slower rates) stays
-# under NONLINEAR_AUTO_SECONDS (Gemma 3 270M: up to ~100 tokens) and the float copy of the layers under
+# backward passes.  Its cost, measured by bench/nonlinear.py on the 2-core dev VM under load (load average
+# ~13; Gemma 3 270M Q4_K_M, 1.0e8 layer weights): dequantizing + JVP 4.6 s at 7 tokens, 5.2 s at 32, 41 s at
+# 130 (autograd's full ordinary Jacobian: 44 s and 276 s at 7 and 32 tokens); not linear in the tokens
+# (short prompts are bound by passes over the float weights).  The estimate below is an upper bound of
+# those runs: 4e-8 s per layer weight plus 1.2e-9 s per multiply-add of the JVP (3 · weights · tokens),
+# i.e. 6.5 s, 15.5 s and 51 s.  "auto" computes the contrast when the estimate stays under
+# NONLINEAR_AUTO_SECONDS (Gemma 3 270M: up to ~70 tokens) and the float copy of the layers under
 # NONLINEAR_MAX_BYTES, and says why when it does not.
 NONLINEAR_AUTO_SECONDS = 30.0
 NONLINEAR_MAX_BYTES = 4 << 30
-SECONDS_PER_DEQUANTIZED_WEIGHT = 4e-9
-SECONDS_PER_JVP_MAC = 1e-9
+SECONDS_PER_LAYER_WEIGHT = 4e-8
+SECONDS_PER_JVP_MAC = 1.2e-9
 # Singular triplets per (layer, component) in the layer table: the emergence figure shows three decoded
 # vectors; one more keeps the third's σ gap visible.  Each extra triplet costs a wider Krylov block.
 LAYER_TABLE_K = 4
@@ -108,7 +109,7 @@ def nonlinear_cost(lin: Any) -> dict[str, float]:
     """The estimated seconds and bytes of the ordinary Jacobian's reconstruction (see the constants)."""
     weights = layer_weights(lin.model)
     itemsize = torch.finfo(lin.dtype).bits // 8
-    seconds = weights * SECONDS_PER_DEQUANTIZED_WEIGHT + 3 * weights * lin.n_tokens * SECONDS_PER_JVP_MAC
+    seconds = weights * SECONDS_PER_LAYER_WEIGHT + 3 * weights * lin.n_tokens * SECONDS_PER_JVP_MAC
     return {"seconds": seconds, "bytes": float(weights * itemsize), "weights": float(weights)}
 
 
