@@ -196,6 +196,25 @@ def test_console_capture_works(report: tuple[Path, dict[str, Any]]) -> None:
     )
 
 
+@pytest.mark.parametrize("tokens", ["-1", "concat"])
+def test_other_token_choices(tiny: tuple[Path, dict[str, Any], Any], tmp_path: Path, tokens: str) -> None:
+    """--tokens -1: the other tokens say their block was not decomposed; concat: every token shows the
+    whole J's triplets with v read at its own position."""
+    from pylin.report import analyze
+
+    data = analyze(
+        tiny[2], [1, 5, 9, 17, 33], k=2, tokens=tokens, layers="none", out=tmp_path, progress=False
+    )
+    dom, console = render(tmp_path / "report.html", hash_part="#token=1")
+    assert console == [] and dom.body["data-selected-token"] == "1"
+    text = dom.text("token-panel")
+    if tokens == "-1":
+        assert "was not decomposed" in text
+        return
+    for r in data["decoded"]:
+        assert f"{r['input'][1]} (cos" in text and ", ".join(r["output"]) in text
+
+
 def test_steering_section(tiny: tuple[Path, dict[str, Any], Any], tmp_path: Path) -> None:
     """A steering report shows both continuations and the sweep grid, one cell per (layer, λ)."""
     from pylin.report import steering_report

@@ -255,7 +255,6 @@
   fullTable("table-layers", data.layers, ["layer", "component", "site", "wrt", "sigma", "stable_rank"].concat(data.layers.length ? uKeys(data.layers[0]) : []));
   function fromHash() { var m = /token=(-?\d+)/.exec(location.hash); if (m) { var i = Number(m[1]); select(i < 0 ? data.tokens.length + i : i); return true; } return false; }
   window.addEventListener("hashchange", fromHash);
-  if (!fromHash()) select(data.tokens.length - 1, true);
-  pinned = false;
+  if (!fromHash()) { select(data.tokens.length - 1, true); pinned = false; }
   body.dataset.ready = "1";
 })();
