@@ -146,6 +146,9 @@ def nonlinear_reconstruction(lin: Any) -> Reconstruction:
 # Tokens whose rows the static PNG figures (spectra, decoded) show: the page's token strip has them all,
 # and a figure row per token of a 128-token prompt would be a 6000-pixel image.
 FIGURE_TOKENS = 24
+# The page shows each PNG at its pixel size (up to the page width): 110 dpi makes matplotlib's 6-8 pt labels
+# 9-12 px, readable without zooming.
+FIGURE_DPI = 110
 # Significant digits of the y / ŷ vectors kept for the scatter (float32 carries ~7).
 VECTOR_DIGITS = 7
 
@@ -346,12 +349,21 @@ def _figures(data: dict[str, Any], lin: Any, y_hat: torch.Tensor, nl: Reconstruc
     if len(layer_table):
         made["emergence"] = figures.emergence(layer_table)
         made["dimensionality"] = figures.dimensionality(layer_table)
-    pngs = {}
-    for name, fig in made.items():
-        buffer = io.BytesIO()
-        figures.save(fig, buffer)  # savefig takes a file object as well as a path
-        pngs[name] = buffer.getvalue()
-    return pngs
+    return {name: _png(fig) for name, fig in made.items()}
+
+
+def _png(fig: Any) -> bytes:
+    """A figure as PNG bytes at FIGURE_DPI (figures.save's 80 dpi draws the 6-pt token labels 7 px tall)."""
+    import warnings
+
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():  # tokens in scripts DejaVu Sans lacks render as boxes (as figures.save)
+        warnings.filterwarnings("ignore", message="Glyph .* missing from font")
+        fig.savefig(buffer, format="png", dpi=FIGURE_DPI, bbox_inches="tight")
+    plt.close(fig)
+    return buffer.getvalue()
 
 
 def write_report(out: str | Path, data: dict[str, Any], pngs: dict[str, bytes]) -> Path:
