@@ -86,6 +86,20 @@ class Attribution:
     def __str__(self) -> str:
         return str(self.table())
 
+    def __repr__(self) -> str:  # not the dataclass's: that one prints the terms whole
+        shares = ", ".join(f"{v:.3g}" for v in self.shares.tolist()[:8]) + (
+            ", …" if len(self.tokens) > 8 else ""
+        )
+        return (
+            f"Attribution({len(self.tokens)} tokens, shares of y = [{shares}], "
+            f"reconstruction rel. error {self.reconstruction:.2e})"
+        )
+
+    def _repr_html_(self) -> str:  # Jupyter (pylin.html)
+        from .html import attribution_html
+
+        return attribution_html(self)
+
 
 def attribute(lin: Any, logit_token: int | None = None) -> Attribution:
     """Per-token terms J_j x*_j of `lin` and what they contribute (see the module docstring).

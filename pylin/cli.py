@@ -102,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="layer table's J: concat (all tokens, the seed's) | last | index")  # fmt: skip
     a.add_argument("--top", type=_positive_int, default=5, help="decoded tokens per singular vector")
     a.add_argument("--nonlinear", choices=["auto", "on", "off"], default="auto",
-                   help="also the ordinary Jacobian's reconstruction (auto: small models)")  # fmt: skip
+                   help="the ordinary Jacobian's reconstruction (auto: if estimated under 30 s)")  # fmt: skip
     a.add_argument("--out", default="pylin-report", help="output folder (default ./pylin-report)")
 
     s = sub.add_parser(
@@ -186,6 +186,8 @@ def _analyze(args: argparse.Namespace) -> int:
     print(f"detached reconstruction: rel. error {det['rel_error']:.3e}, R² {det['r2']:.9f}")
     if rec["nonlinear"] is not None:
         print(f"nonlinear Jacobian:      rel. error {nl['rel_error']:.3e}, R² {nl['r2']:.6f}")
+    else:
+        print(f"nonlinear Jacobian:      not computed ({rec['nonlinear_skipped']})")
     last = (
         max(r["token_index"] for r in data["decoded"] if isinstance(r["token_index"], int))
         if any(isinstance(r["token_index"], int) for r in data["decoded"])

@@ -58,6 +58,11 @@ class Reconstruction:
     def __str__(self) -> str:
         return f"reconstruction ({self.method}): relative error {self.rel_error:.3e}, R² = {self.r2:.9f}"
 
+    def _repr_html_(self) -> str:  # Jupyter (pylin.html)
+        from .html import reconstruction_html
+
+        return reconstruction_html(self)
+
 
 def reconstruction_error(y_hat: torch.Tensor, y: torch.Tensor, method: str) -> Reconstruction:
     """How well ŷ reproduces y: relative error, R², max |ŷ − y| (in float64; ŷ is kept)."""
@@ -181,6 +186,11 @@ class Linearization:
             f"Linearization({self.model.arch}, {self.n_tokens} tokens, output={self.output_site.name!r}"
             f"{' (normed)' if self.normed else ''}, wrt={self.wrt!r}, d_out={self.d_out}, d_in={self.d_in})"
         )
+
+    def _repr_html_(self) -> str:  # Jupyter (pylin.html)
+        from .html import linearization_html
+
+        return linearization_html(self)
 
     # ---- the output site --------------------------------------------------------------------------
 

@@ -92,6 +92,20 @@ class SVDResult:
 
         return decode_svd(self, lin if lin is not None else self.op, top=top)
 
+    def __repr__(self) -> str:  # not the dataclass's: that one prints U and Vh whole
+        s = self.S.detach().cpu().double()
+        what, values = ("σ1 per token", s[:, 0].tolist()) if s.dim() == 2 else ("S", s.tolist())
+        shown = ", ".join(f"{v:.4g}" for v in values[:6]) + (", …" if len(values) > 6 else "")
+        return (
+            f"SVDResult(token={self.token!r}, k={self.k}, method={self.method!r}, {what} [{shown}], "
+            f"U {tuple(self.U.shape)}, Vh {tuple(self.Vh.shape)})"
+        )
+
+    def _repr_html_(self) -> str:  # Jupyter (pylin.html)
+        from .html import svd_html
+
+        return svd_html(self)
+
     def __str__(self) -> str:
         s = self.S.detach().cpu().double()
         what = f"token {self.token}" if isinstance(self.token, int) else f"token={self.token!r}"

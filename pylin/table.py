@@ -66,7 +66,13 @@ class Table:
         return "\n".join(lines)
 
     def __repr__(self) -> str:
-        return f"Table({len(self.rows)} rows: {', '.join(self.columns)})"
+        title = f"{self.title!r}, " if self.title else ""
+        return f"Table({title}{len(self.rows)} rows: {', '.join(self.columns)})"
+
+    def _repr_html_(self) -> str:  # Jupyter: an HTML table (pylin.html)
+        from .html import table_html
+
+        return table_html(self)
 
 
 def _plain(v: Any) -> Any:

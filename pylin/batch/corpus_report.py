@@ -7,14 +7,13 @@ reconstruction error per model; the stable rank by layer and component across pr
 interquartile range); the most frequent decoded concepts per layer (the tokens of u₀ through the logit
 lens, counted over prompts); the cross-model comparison when several models ran (summary, pairwise
 agreement of the predictions, stable rank against relative depth); the rows that failed; the prompts.
-Figures need matplotlib (pip install "pylin[plots]"); without it the page has the tables only.
-The page shell is `_page` alone, so the single-prompt report's shell can replace it.
+Figures: matplotlib (a core dependency); without it the page has the tables only.
+The page shell is pylin.page's, shared with the single-prompt report.html.
 Tests: tests/test_batch.py.
 """
 
 from __future__ import annotations
 
-import base64
 import html
 import json
 from collections import Counter, defaultdict
@@ -59,29 +58,18 @@ def write_report(out: str | Path, table: pa.Table) -> Path:
 
 
 def _page(title: str, sections: list[tuple[str, str]]) -> str:
-    """The page shell: head, style, a table of contents and the sections (html strings)."""
+    """The sections in the shared page shell (pylin.page, the single-prompt report's too): a title, a
+    table of contents and the sections (html strings)."""
+    from ..page import PAPER, page
+
     toc = " · ".join(f'<a href="#s{i}">{_esc(name)}</a>' for i, (name, _) in enumerate(sections))
     body = "\n".join(
         f'<section id="s{i}"><h2>{_esc(name)}</h2>\n{content}</section>'
         for i, (name, content) in enumerate(sections)
     )
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{_esc(title)}</title>
-<style>
-body {{ font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; }}
-table {{ border-collapse: collapse; margin: 1em 0; font-size: 0.85em; }}
-th, td {{ border: 1px solid #ccc; padding: 2px 6px; text-align: left; vertical-align: top; }}
-caption {{ text-align: left; font-weight: bold; padding: 4px 0; }}
-figure {{ margin: 1em 0; }} img {{ max-width: 100%; }} code {{ background: #f4f4f4; padding: 0 3px; }}
-nav {{ margin-bottom: 1em; }}
-</style></head><body>
-<h1>{_esc(title)}</h1>
-<nav>{toc}</nav>
-{body}
-<p><small>Written by pylin batch. Golden 2025, "Large Language Models are Locally Linear Mappings",
-arXiv 2505.24293.</small></p>
-</body></html>
-"""
+    return page(
+        title, f"<h1>{_esc(title)}</h1>\n<nav>{toc}</nav>\n{body}", footer=f"Written by pylin batch. {PAPER}."
+    )
 
 
 # ---- small helpers --------------------------------------------------------------------------------------
@@ -138,11 +126,9 @@ class _Figures:
         path = self.folder / f"{name}.png"
         figures.save(fig, path)
         plt.close(fig)
-        b64 = base64.b64encode(path.read_bytes()).decode("ascii")
-        return (
-            f'<figure><img alt="{_esc(name)}" src="data:image/png;base64,{b64}">'
-            f"<figcaption>{_esc(caption)}</figcaption></figure>"
-        )
+        from ..page import figure_png
+
+        return figure_png(path.read_bytes(), name, caption)
 
 
 # ---- sections --------------------------------------------------------------------------------------------
