@@ -126,7 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="grid of --layers × --strengths: texts, concept logit gain, distinct-2")  # fmt: skip
     s.add_argument("--layers", default=None, help="--sweep layers: 0,4,8 | start:stop:step (default: 6)")
     s.add_argument("--strengths", default="0,0.1,0.2,0.4,0.7,1.0", help="--sweep strengths λ (comma list)")
-    s.add_argument("--out", default=None, help="--sweep: folder for sweep.json and sweep.png")
+    s.add_argument("--out", default=None,
+                   help="folder for report.html (with --sweep: sweep.json and sweep.png)")  # fmt: skip
 
     i = sub.add_parser("info", help="architecture, shapes, quant types, memory (reads only the GGUF header)")
     i.add_argument("model", nargs="?", help="GGUF file (none: this build's ISA variants, CUDA, demo model)")
@@ -206,6 +207,8 @@ def _steer(args: argparse.Namespace) -> int:
     model = _load(args)
     if args.sweep:
         return _steer_sweep(args, model)
+    if args.out:
+        return _steer_report(args, model)
     op = steer.jacobian_operator(model, args.concept, args.layer, inject=args.inject, skip_bos=args.skip_bos)
     progress = not args.no_progress
     use_cache = not args.no_cache
@@ -225,6 +228,24 @@ def _steer(args: argparse.Namespace) -> int:
     print(f"concept {args.concept!r}, J of block {op.layer}'s output {where}, λ = {args.strength:g}")
     print(f"unsteered: {args.prompt}{base.text}")
     print(f"steered:   {args.prompt}{steered.text}")
+    return 0
+
+
+def _steer_report(args: argparse.Namespace, model: Any) -> int:
+    """`pylin steer --out DIR`: the concept prompt's analysis with the steering section, as report.html."""
+    from .report import steering_report
+
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise UsageError(f"--out {args.out} exists and is not a folder")
+    data = steering_report(model, args.concept, args.prompt, args.layer, strength=args.strength,
+                           max_new_tokens=args.max_new_tokens, inject=args.inject, skip_bos=args.skip_bos,
+                           out=args.out, progress=not args.no_progress)  # fmt: skip
+    s = data["steering"]
+    print(f"concept {s['concept']!r}, J of block {s['layer']}'s output into block {s['inject_layer']}'s "
+          f"input, λ = {s['strength']:g}")  # fmt: skip
+    print(f"unsteered: {s['prompt']}{s['unsteered']}")
+    print(f"steered:   {s['prompt']}{s['steered']}")
+    print(f"report: {Path(args.out) / 'report.html'}")
     return 0
 
 

@@ -365,6 +365,12 @@ class Linearization:
             self._jacobian = J
         return J
 
+    def report(self, **analyze_kwargs: Any) -> Any:
+        """The interactive report of this prompt, inline in a notebook (pylin.report.show)."""
+        from .report import show
+
+        return show(self, **analyze_kwargs)
+
     # ---- exactness -----------------------------------------------------------------------------------
 
     def reconstruction(self, method: str = "auto") -> Reconstruction:

@@ -499,35 +499,36 @@ def steering_report(
     model: Any,
     concept: str | list[int],
     prompt: str | list[int],
-    layer: int,
+    layer: int | None = None,
     *,
     strength: float = 1.0,
     max_new_tokens: int = 20,
+    inject: str = "at",
+    skip_bos: bool = False,
     sweep_layers: list[int] | None = None,
     sweep_strengths: list[float] | None = None,
     out: str | Path | None = None,
     **analyze_kwargs: Any,
 ) -> dict[str, Any]:
-    """The report of a steering run (what `pylin steer` shows): the analysis of the concept prompt, plus
-    data["steering"]: the unsteered and steered continuations and, when sweep_layers and
-    sweep_strengths are given, the sweep (layers × λ: each steered text and the share of its tokens that
-    differ from the unsteered continuation at the same position)."""
+    """The report of a steering run (what `pylin steer --out` writes): the analysis of the concept prompt,
+    plus data["steering"]: the unsteered and steered continuations and, when sweep_layers and
+    sweep_strengths are given, pylin.steer.sweep's grid (layers × λ: each steered text, the concept
+    tokens' logit gain relative to the vocabulary mean, distinct-2)."""
     from . import steer
 
     keep: dict[str, Any] = {}
     analyze_kwargs.setdefault("progress", False)
     data = analyze(model, concept, keep=keep, draw=out is not None, **analyze_kwargs)
     base = steer.generate(model, prompt, max_new_tokens=max_new_tokens)
-
-    def run(at: int, lam: float) -> Any:
-        op = steer.jacobian_operator(model, concept, at)
-        return steer.generate(model, prompt, steer=op, strength=lam, max_new_tokens=max_new_tokens)
-
-    steered = run(layer, strength)
+    op = steer.jacobian_operator(model, concept, layer, inject=inject, skip_bos=skip_bos)
+    steered = steer.generate(model, prompt, steer=op, strength=strength, max_new_tokens=max_new_tokens)
     section: dict[str, Any] = {
         "concept": _text(model, concept),
         "prompt": _text(model, prompt),
-        "layer": layer,
+        "layer": op.layer,
+        "inject_layer": op.inject_layer,
+        "inject": inject,
+        "skip_bos": skip_bos,
         "strength": strength,
         "max_new_tokens": max_new_tokens,
         "unsteered": base.text,
@@ -535,30 +536,30 @@ def steering_report(
         "sweep": None,
     }
     if sweep_layers and sweep_strengths:
-        texts, values = [], []
-        for at in sweep_layers:
-            runs = [run(at, lam) for lam in sweep_strengths]
-            texts.append([g.text for g in runs])
-            values.append([_changed_share(base.new_tokens, g.new_tokens) for g in runs])
-        metric = "share of generated tokens changed by steering"
-        section["sweep"] = {"layers": list(sweep_layers), "strengths": list(sweep_strengths), "texts": texts,
-                            "values": values, "metric": metric}  # fmt: skip
+        grid = steer.sweep(model, prompt, concept, sweep_layers, sweep_strengths,
+                           max_new_tokens=max_new_tokens, inject=inject, skip_bos=skip_bos)  # fmt: skip
+        section["sweep"] = _sweep_section(grid)
     data["steering"] = section
     if out is not None:
         write_report(out, data, keep.get("figures", {}))
     return data
 
 
+def _sweep_section(grid: Any) -> dict[str, Any]:
+    """A SweepResult as the page's layers × λ grid (cells come layer-major, as sweep runs them)."""
+    strengths = grid.settings["strengths"]
+    rows = [grid.cells[i : i + len(strengths)] for i in range(0, len(grid.cells), len(strengths))]
+    return {
+        "layers": [row[0]["layer"] for row in rows],
+        "strengths": strengths,
+        "texts": [[c["text"] for c in row] for row in rows],
+        "values": [[c["gain_relative"] for c in row] for row in rows],
+        "distinct": [[c["distinct"] for c in row] for row in rows],
+        "metric": "concept tokens' logit gain minus the vocabulary's mean gain",
+    }
+
+
 def _text(model: Any, text_or_ids: str | list[int]) -> str:
     from .readout import token_text
 
     return text_or_ids if isinstance(text_or_ids, str) else "".join(token_text(model, t) for t in text_or_ids)
-
-
-def _changed_share(base: list[int], steered: list[int]) -> float:
-    """Share of positions (over the longer continuation) where the steered token differs."""
-    n = max(len(base), len(steered))
-    if n == 0:
-        return 0.0
-    same = sum(a == b for a, b in zip(base, steered, strict=False))
-    return 1.0 - same / n

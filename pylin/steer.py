@@ -271,6 +271,11 @@ class Generation:
     def __str__(self) -> str:
         return f"{self.prompt}{self.text}"
 
+    def _repr_html_(self) -> str:
+        from .html import generation_html
+
+        return generation_html(self)
+
 
 def generate(
     model: Any,

@@ -212,6 +212,7 @@ def test_steering_report(tiny_report: tuple[Any, dict[str, Any], Path], tmp_path
     s = data["steering"]
     assert s["sweep"]["texts"][0][0] == s["unsteered"]  # λ = 0 adds exactly zero
     assert s["sweep"]["values"][0][0] == 0.0 and s["sweep"]["texts"][0][1] == s["steered"]
+    assert s["layer"] == s["inject_layer"] == 0 and all(0 <= x <= 1 for x in s["sweep"]["distinct"][0])
     assert embedded_data((tmp_path / "report.html").read_text(encoding="utf-8"))["steering"] == s
 
 

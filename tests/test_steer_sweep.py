@@ -123,3 +123,29 @@ def test_real_gemma_sweep(gemma) -> None:
                        layers=layers, strengths=strengths, max_new_tokens=16)  # fmt: skip
     print(grid.table())
     _check_cells(grid, strengths)
+
+
+def test_steer_cli_writes_the_steering_report(
+    tiny_gguf: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "report"
+    argv = ["steer", str(tiny_gguf), "--concept", "the dog", "--prompt", "the cat", "--max-new-tokens", "4",
+            "--layer", "0", "--strength", "2", "--no-progress", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    section = json.loads((out / "report.json").read_text())["steering"]
+    assert section["layer"] == section["inject_layer"] == 0 and section["strength"] == 2.0
+    assert f"steered:   {section['prompt']}{section['steered']}" in printed
+    assert (out / "report.html").stat().st_size > 0
+    assert main([*argv[:-1], str(out / "report.json")]) == 2  # --out is a file
+
+
+def test_generation_and_linearization_notebook_views(tiny_gguf: Path) -> None:
+    model = pylin.load(tiny_gguf)
+    op = steer.jacobian_operator(model, "the dog", 0)
+    gen = steer.generate(model, "the cat", steer=op, strength=1.0, max_new_tokens=3)
+    html = gen._repr_html_()
+    assert "λ = 1" in html and html.startswith("<div")
+    lin = model.linearize("the cat")
+    view = lin.report(k=2, layers="none", progress=False)
+    assert view.data["tokens"] == lin.tokens and view._repr_html_().startswith("<iframe srcdoc=")

@@ -209,7 +209,8 @@
     var s = data.steering, box = byId("steering");
     if (!s) return;
     box.hidden = false;
-    box.appendChild(el("p", { text: "concept " + JSON.stringify(s.concept) + ", added after layer " + s.layer + ", λ = " + s.strength }));
+    var into = s.inject_layer === undefined ? s.layer + 1 : s.inject_layer;
+    box.appendChild(el("p", { text: "concept " + JSON.stringify(s.concept) + ": J of block " + s.layer + "'s output added into block " + into + "'s input, λ = " + s.strength + (s.skip_bos ? " (BOS term dropped)" : "") }));
     box.appendChild(el("table", {}, [el("tbody", {}, [
       el("tr", {}, [el("th", { text: "unsteered" }), el("td", { id: "unsteered" }, [el("code", { text: s.prompt }), s.unsteered])]),
       el("tr", {}, [el("th", { text: "steered" }), el("td", { id: "steered" }, [el("code", { text: s.prompt }), s.steered])])])]));
@@ -222,7 +223,7 @@
       var tr = el("tr", {}, [el("th", { text: "L" + layer })]);
       sw.strengths.forEach(function (_, b) {
         var td = el("td", { class: "cell num", title: sw.texts[a][b], text: fmt(sw.values[a][b], 2) });
-        td.style.background = "rgba(40,110,200," + (0.05 + 0.7 * sw.values[a][b] / vmax).toFixed(3) + ")";
+        td.style.background = "rgba(40,110,200," + (0.05 + 0.7 * Math.max(0, sw.values[a][b]) / vmax).toFixed(3) + ")";
         tr.appendChild(td);
       });
       tb.appendChild(tr);
