@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import GGUFError, UnsupportedQuantTypeError
+from .errors import GGUFError, TensorShapeError, UnsupportedQuantTypeError
 from .qtensor import SUPPORTED_QTYPES, QTensor
 
 # GGUF value types (gguf.h: enum gguf_type) -> struct format; 8: string, 9: array are variable.
@@ -395,9 +395,15 @@ class GGUFFile:
         return name in self.tensors
 
     def tensor_shape(self, name: str) -> tuple[int, ...] | None:
-        """PyTorch-order shape (rows, K) of a tensor, or None if absent."""
+        """PyTorch-order shape (rows, K) of a tensor, or None if absent.  Trailing GGUF dims of 1 are
+        dropped, as llama.cpp's shape check (llama_model_loader::check_tensor_dims) ignores them."""
         t = self.tensors.get(name)
-        return None if t is None else tuple(reversed(t.shape))
+        if t is None:
+            return None
+        shape = list(t.shape)
+        while len(shape) > 1 and shape[-1] == 1:
+            shape.pop()
+        return tuple(reversed(shape))
 
     def qtensor(self, name: str) -> QTensor:
         """A zero-copy view of a stored tensor in its format."""
@@ -439,4 +445,9 @@ class GGUFSource:
     def norm(self, name: str) -> Any:
         import torch  # lazily: `pylin info` reads headers through this module without torch
 
+        shape = self.gguf.tensor_shape(name)
+        if shape is not None and len(shape) != 1:
+            raise TensorShapeError(
+                f"{self.gguf.path}: tensor {name!r} has shape {shape}; a norm weight is 1-D"
+            )
         return torch.from_numpy(self.gguf.float_tensor(name))

@@ -68,7 +68,12 @@ class Gguf:
     @property
     def alignment(self) -> int:
         for kv in self.kvs:
-            if kv.key == "general.alignment" and kv.vtype == U32 and kv.value and not kv.value & (kv.value - 1):
+            if (
+                kv.key == "general.alignment"
+                and kv.vtype == U32
+                and kv.value
+                and not kv.value & (kv.value - 1)
+            ):
                 return kv.value
         return 32
 
@@ -88,7 +93,10 @@ class _Writer:
 
     def value(self, vtype: int, value: Any) -> None:
         if vtype in SCALAR_FORMAT:
-            self.out += struct.pack(SCALAR_FORMAT[vtype], value)
+            fmt = SCALAR_FORMAT[vtype]
+            if fmt[1] in "bhiq" and not -(2 ** (8 * struct.calcsize(fmt) - 1)) <= value < 0:
+                fmt = fmt.upper()  # a signed field written from an unsigned value: its two's complement bits
+            self.out += struct.pack(fmt, value)
         elif vtype == STRING:
             self.string(value)
         else:
@@ -113,9 +121,11 @@ def write(g: Gguf) -> bytes:
         w.out += struct.pack("<I", len(t.dims)) + b"".join(struct.pack("<Q", d) for d in t.dims)
         w.out += struct.pack("<IQ", t.type_id, running if t.offset is None else t.offset)
         running += -(-len(t.data) // align) * align
-    w.out += bytes(-len(w.out) % align)
+    # Padding is written only up to 4 MiB alignments: a claimed 2^31 leaves the data short of its start.
+    pad = align if align <= 1 << 22 else 1
+    w.out += bytes(-len(w.out) % pad)
     for t in g.tensors:
-        w.out += t.data + bytes(-len(t.data) % align)
+        w.out += t.data + bytes(-len(t.data) % pad)
     return bytes(w.out)
 
 
@@ -256,10 +266,17 @@ def _check_llama(meta: dict, tensors: dict[str, tuple[list[int], int]]) -> None:
         raise Invalid("freq_base")
     if not _number(meta, a + "attention.layer_norm_rms_epsilon", 1e-5, False) > 0:
         raise Invalid("eps")
-    hd = d // heads
-    if _number(meta, a + "rope.dimension_count", hd, True) != hd or hd % 2 or d % heads:
+    hd = _number(meta, a + "attention.key_length", -1, True)  # n_embd_head_k, default n_embd / n_head
+    if hd == -1 and (d % heads or d // heads < 2):
+        raise Invalid("head size")
+    hd = d // heads if hd == -1 else hd
+    if hd < 2 or _number(meta, a + "rope.dimension_count", hd, True) != hd:  # llama: n_rot == n_embd_head_k
         raise Invalid("rope dims")
-    vocab = tensors.get("token_embd.weight", ([0, 0], 0))[0][-1]
+    embd = [*tensors.get("token_embd.weight", ([0, 0], 0))[0], 1]
+    vocab = embd[1]
+    layers = {n.split(".")[1] for n in tensors if n.startswith("blk.")}
+    if n_layers != len(layers):  # llama.cpp: "done_getting_tensors: wrong number of tensors"
+        raise Invalid("block_count is not the number of layers in the file")
     want = {"token_embd.weight": [d, vocab], "output_norm.weight": [d]}
     for i in range(n_layers):
         p = f"blk.{i}."
@@ -268,7 +285,10 @@ def _check_llama(meta: dict, tensors: dict[str, tuple[list[int], int]]) -> None:
                  p + "attn_output.weight": [heads * hd, d], p + "ffn_gate.weight": [d, d_ff],
                  p + "ffn_up.weight": [d, d_ff], p + "ffn_down.weight": [d_ff, d]}  # fmt: skip
     for name, shape in want.items():
-        if name not in tensors or tensors[name][0] != shape or tensors[name][1] not in PYLIN_TYPES:
+        ne = list(tensors.get(name, ([], 0))[0])
+        while len(ne) > len(shape) and ne[-1] == 1:  # check_tensor_dims: missing dims count as 1
+            ne.pop()
+        if ne != shape or tensors[name][1] not in PYLIN_TYPES:
             raise Invalid(f"tensor {name} missing, misshapen or of a type pylin does not read")
     extra = set(tensors) - set(want) - {"output.weight"}
     if any(n.startswith(f"blk.{n_layers}.") for n in extra):
