@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import contextlib
 import mmap
+import os
+import stat
 import struct
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -44,6 +46,8 @@ _DEFAULT_ALIGNMENT = 32  # GGUF_DEFAULT_ALIGNMENT
 _INT64_MAX = (1 << 63) - 1
 _NO_DATA = np.empty(0, np.uint8)
 _QUOTE_CHARS = 64  # at most this much of a string from the file goes into a message
+_MAX_KEY = 65535  # gguf.md: a key "must be at most 2^16-1 bytes long"
+_LONG_STRING = 1 << 20  # string values longer than this are decoded when asked for, not at parse
 _SMALL_ARRAY = 4096  # read_header returns numeric arrays up to this length (per-layer settings)
 # Smallest encodings, for checking counts against the bytes left: a key/value is a key length (8),
 # a type (4) and at least a 1-byte value; a tensor info a name length (8), n_dims (4), one dim (8),
@@ -70,6 +74,10 @@ class StringArray:
         buf = self._buf
         pairs = zip(self._starts.tolist(), self._lengths.tolist(), strict=True)
         return [str(buf[s : s + n], "utf-8", "replace") for s, n in pairs]
+
+
+class _LongString(StringArray):
+    """One string value over _LONG_STRING bytes, decoded when asked for."""
 
 
 @dataclass(frozen=True)
@@ -113,14 +121,20 @@ class _Cursor:
     def u64(self, what: str) -> int:
         return self.scalar(10, what)
 
-    def raw_string(self, what: str) -> bytes:
+    def string_span(self, what: str, limit: int | None = None) -> tuple[int, int]:
+        """(start, length) of a string, checked against the file (and `limit`) before it is read."""
         n = self.u64(f"length of {what}")
         if n > self.left():
             raise GGUFError(
                 f"{self.path}: {what} claims {n} bytes at offset {self.pos}, more than the "
                 f"{self.left()} left in the file"
             )
-        start = self.take(n, what)
+        if limit is not None and n > limit:
+            raise GGUFError(f"{self.path}: {what} is {n} bytes long; GGUF allows at most {limit}")
+        return self.take(n, what), n
+
+    def raw_string(self, what: str, limit: int | None = None) -> bytes:
+        start, n = self.string_span(what, limit)
         return bytes(self.buf[start : start + n])
 
     def value(self, vtype: int, what: str, keep: bool) -> Any:
@@ -128,7 +142,12 @@ class _Cursor:
         if vtype in _SCALAR_FORMAT:
             return self.scalar(vtype, what)
         if vtype == _STRING:
-            return self.raw_string(what).decode("utf-8", "replace")
+            start, n = self.string_span(what)
+            if n > _LONG_STRING:  # read on demand: a length mangled to the rest of the file costs nothing
+                return (
+                    _LongString(self.buf, np.array([start]), np.array([n])) if keep else f"[{n}-byte string]"
+                )
+            return str(self.buf[start : start + n], "utf-8", "replace")
         if vtype != _ARRAY:
             raise GGUFError(f"{self.path}: {what} has an invalid GGUF value type {vtype}")
         item_type, count = self.u32(f"item type of {what}"), self.u64(f"length of {what}")
@@ -199,7 +218,7 @@ def _read_metadata(c: _Cursor, n_kv: int, keep: bool) -> tuple[dict[str, Any], i
     meta: dict[str, Any] = {}
     alignment = _DEFAULT_ALIGNMENT
     for i in range(n_kv):
-        raw_key = c.raw_string(f"key {i}")
+        raw_key = c.raw_string(f"key {i}", limit=_MAX_KEY)
         key = raw_key.decode("utf-8", "replace")
         vtype = c.u32(f"type of key {quote(key)}")
         value = c.value(vtype, f"key {quote(key)}", keep)
@@ -282,12 +301,8 @@ def _place_tensors(c: _Cursor, infos: list, data_start: int, alignment: int, kee
 
 def _parse(path: Path, keep: bool) -> tuple[dict[str, Any], Any]:
     """(walk result, the open mmap or None)."""
-    try:
-        f = open(path, "rb")  # noqa: SIM115 - the mapping outlives the file object
-    except IsADirectoryError:
-        raise GGUFError(f"{path}: is a folder, not a GGUF file") from None
-    with f:
-        _require_regular(path, f)
+    _require_regular(path)  # before open(): opening a FIFO would wait for a writer
+    with open(path, "rb") as f:
         size = f.seek(0, 2)
         if size < 24:
             raise GGUFError(f"{path}: file of {size} bytes is too short for a GGUF header")
@@ -302,15 +317,18 @@ def _parse(path: Path, keep: bool) -> tuple[dict[str, Any], Any]:
     return result, buf if keep else None
 
 
-def _require_regular(path: Path, f: Any) -> None:
-    import os
-    import stat
-
-    mode = os.fstat(f.fileno()).st_mode
+def _require_regular(path: Path) -> None:
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no such GGUF file: {path}") from None
     if not stat.S_ISREG(mode):
         is_device = stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
-        kind = "a FIFO" if stat.S_ISFIFO(mode) else "a device" if is_device else "a special file"
-        raise GGUFError(f"{path}: not a regular file ({kind}); pylin memory-maps GGUF files")
+        kind = (
+            "a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode)
+            else "a device" if is_device else "a special file"
+        )  # fmt: skip
+        raise GGUFError(f"{path}: not a regular file ({kind}); a GGUF model is a file pylin memory-maps")
 
 
 def check_header(path: str | Path) -> None:
@@ -357,6 +375,8 @@ class GGUFFile:
 
     def get(self, key: str, default: Any = None) -> Any:
         value = self.meta.get(key, default)
+        if isinstance(value, _LongString):
+            return value.tolist()[0]
         return value.tolist() if isinstance(value, StringArray) else value
 
     def _typed(self, key: str, default: Any, kind: type | tuple[type, ...], names: str) -> Any:

@@ -26,7 +26,12 @@ from typing import Any
 import torch
 
 from .generation import continuation_text, eos_token_ids, greedy
-from .indices import index, integer
+from .indices import finite, index, integer
+
+# |λ| above which steering is refused: at λ = 1000 the added vector is 500× the hidden state's norm, so
+# the prompt no longer matters; larger values only walk toward float32 overflow (λ = 1e300 gave NaN
+# logits and a run of <pad> tokens).
+MAX_STRENGTH = 1000.0
 
 __all__ = [
     "SteeringOperator",
@@ -184,6 +189,7 @@ def steered_logits(
     model: Any, text_or_ids: Any, steer: SteeringOperator | None = None, strength: float = 1.0
 ) -> torch.Tensor:
     """Next-token logits of a prompt with the steering operator applied (all positions)."""
+    strength = finite(strength, "strength", bound=MAX_STRENGTH)
     tokens = model.token_ids(text_or_ids)
     hook = None if steer is None else steer.hook(model, tokens, strength)
     return _forward_logits(model, tokens, hook)
@@ -213,6 +219,8 @@ def generate(
     progress: bool = False,
 ) -> Generation:
     """Greedy continuation of `prompt` steered by `steer` at strength λ (whole forward redone per token)."""
+    strength = finite(strength, "strength", bound=MAX_STRENGTH)
+    max_new_tokens = integer(max_new_tokens, "max_new_tokens", low=0)
     tokens = model.token_ids(prompt)
 
     def next_logits(ids: list[int]) -> torch.Tensor:
