@@ -33,7 +33,7 @@ from typing import Any, Literal
 
 import torch
 
-from .indices import integer
+from .indices import integer, is_integer
 from .operators import (
     Stacked,
     Token,
@@ -291,7 +291,9 @@ def svd(
     power_iters: passes after the first (default: "krylov" iterates to `tol`, "randomized" uses 4).
     seed: the Gaussian start block's seed.  progress: a tqdm bar over per-token passes.
     """
-    k = integer(k, "k", low=1)  # numpy / torch integer scalars too; floats and bools refused
+    if not is_integer(k) or int(k) < 1:  # numpy / torch integer scalars too; floats and bools refused
+        raise ValueError(f"k must be a positive integer, got {k!r}")
+    k = int(k)
     max_iters = integer(max_iters, "max_iters", low=1)
     seed = integer(seed, "seed")
     if not (isinstance(tol, (int, float)) and math.isfinite(tol) and tol > 0):
