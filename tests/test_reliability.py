@@ -14,6 +14,7 @@ demo package)
 from __future__ import annotations
 
 import os
+import signal
 import struct
 import subprocess
 import sys
@@ -464,3 +465,26 @@ def test_cli_internal_error_is_one_line(tmp_path):
                             timeout=120, cwd=OUTSIDE_SOURCE_TREE)  # fmt: skip
     line = _one_error_line(result, code=1)
     assert "internal error: KeyError" in line and "rerun with --debug" in line
+
+
+# ---- 8. what memory-mapping implies ----------------------------------------------------------------
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="SIGBUS on a truncated mapping is Linux behaviour")
+def test_truncating_a_loaded_file_is_sigbus(tmp_path):
+    """Documented, not fixed (docs/reliability.md): the weights are views of the file's mapping, so
+    truncating the file under a loaded model kills the process at the next read of a lost page."""
+    path = write_small_gguf(tmp_path / "m.gguf")
+    script = (
+        "import os, sys, pylin\n"
+        "m = pylin.load(sys.argv[1])\n"
+        "os.truncate(sys.argv[1], 64)\n"
+        "m.logits([1, 2, 3])\n"
+        "print('survived')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True,
+                            timeout=120, cwd=OUTSIDE_SOURCE_TREE)  # fmt: skip
+    assert result.returncode == -signal.SIGBUS and "survived" not in result.stdout, (
+        result.returncode,
+        result.stderr[-500:],
+    )
