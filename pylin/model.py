@@ -121,8 +121,9 @@ class Model:
     @property
     def tokenizer(self) -> Any:
         """The tokenizer (built on first use: a GGUF vocabulary takes seconds to convert)."""
-        if self._tokenizer is None and self._tokenizer_factory is not None:
-            self._tokenizer = self._tokenizer_factory()
+        factory = self._tokenizer_factory  # read once: two threads may both build it, neither fails
+        if self._tokenizer is None and factory is not None:
+            self._tokenizer = factory()
             self._tokenizer_factory = None
         return self._tokenizer
 
