@@ -198,7 +198,9 @@ def writable_folder(text: str, flag: str) -> Path:
 
 def _steer(args: argparse.Namespace) -> int:
     from . import steer
+    from .indices import finite
 
+    finite(args.strength, "--strength", bound=steer.MAX_STRENGTH)  # before the model loads
     model = _load(args)
     op = steer.jacobian_operator(model, args.concept, args.layer)
     progress = not args.no_progress

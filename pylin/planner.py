@@ -334,11 +334,14 @@ def check_forward_memory(
     limit = available_memory(device) if memory_budget is None else parse_bytes(memory_budget)
     if need > limit:
         what = "the forward and the frozen state linearize keeps" if record else "the forward"
+        remedy = "shorten the prompt or free memory" + (
+            "" if record else f", or pass memory_budget='{_suggest(need)}' (logits / forward) to try anyway"
+        )
         source = "memory_budget" if memory_budget is not None else "the memory available now"
         raise PromptTooLongError(
             f"a prompt of {tokens} tokens needs {_size(need)} for {what} (attention grows as "
             f"{s.n_heads} heads × n² × {dtype_bytes} B per layer, {s.n_layers} layers), more than {source} "
-            f"({_size(limit)}); shorten the prompt, or pass memory_budget='{_suggest(need)}' to try anyway"
+            f"({_size(limit)}); {remedy}"
         )
 
 
