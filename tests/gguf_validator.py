@@ -281,7 +281,8 @@ def _check_llama(meta: dict, tensors: dict[str, tuple[list[int], int]]) -> None:
     for i in range(n_layers):
         p = f"blk.{i}."
         want |= {p + "attn_norm.weight": [d], p + "ffn_norm.weight": [d],
-                 p + "attn_q.weight": [d, heads * hd], p + "attn_k.weight": [d, kv * hd], p + "attn_v.weight": [d, kv * hd],
+                 p + "attn_q.weight": [d, heads * hd], p + "attn_k.weight": [d, kv * hd],
+                 p + "attn_v.weight": [d, kv * hd],
                  p + "attn_output.weight": [heads * hd, d], p + "ffn_gate.weight": [d, d_ff],
                  p + "ffn_up.weight": [d, d_ff], p + "ffn_down.weight": [d_ff, d]}  # fmt: skip
     for name, shape in want.items():
