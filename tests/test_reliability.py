@@ -488,3 +488,12 @@ def test_truncating_a_loaded_file_is_sigbus(tmp_path):
         result.returncode,
         result.stderr[-500:],
     )
+
+
+def test_float_token_indices_refused(small_model):
+    lin = small_model.linearize([1, 2, 3])
+    U = torch.ones(1, lin.d_out)
+    for tokens in ([1.7], 1.0, [True], np.array([0.5])):
+        with pytest.raises(ValueError, match="token ind"):
+            lin.vjp(U, tokens=tokens)
+    assert lin.vjp(U, tokens=[np.int64(1)]).shape == (1, 1, lin.d_in)
