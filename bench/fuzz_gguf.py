@@ -27,7 +27,8 @@ from common import add_output_args, print_table, write_results, writes_results
 
 TESTS = Path(__file__).resolve().parent.parent / "tests"
 CHUNK = 500
-HANG_SECONDS = 60.0
+HANG_SECONDS = 60.0  # one case; a child's start-up (imports, the warm-up load) gets STARTUP_SECONDS
+STARTUP_SECONDS = 900.0
 SEED = 20261202
 
 
@@ -56,10 +57,13 @@ def run_chunk(seed: int, start: int, count: int, folder: Path) -> list[dict]:
     records, current = [], None
     sel = selectors.DefaultSelector()
     sel.register(child.stdout, selectors.EVENT_READ)
+    started = False
     while True:
-        if not sel.select(timeout=HANG_SECONDS):
+        if not sel.select(timeout=HANG_SECONDS if started else STARTUP_SECONDS):
             child.kill()
             child.wait()
+            if current is None:  # between cases or before the first: the harness, not a case
+                raise RuntimeError(f"fuzz worker for cases {start}.. stalled outside a case")
             records.append({"case": current, "kind": "?", "outcome": "hang", "detail": f"> {HANG_SECONDS} s"})
             break
         line = child.stdout.readline()
@@ -69,6 +73,7 @@ def run_chunk(seed: int, start: int, count: int, folder: Path) -> list[dict]:
                 records.append({"case": current, "kind": "?", "outcome": "crash", "detail": f"exit {code}"})
             break
         msg = json.loads(line)
+        started = True
         if "begin" in msg:
             current = msg["begin"]
         else:

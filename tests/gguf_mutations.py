@@ -166,7 +166,9 @@ def judge(path: Path, data: bytes) -> tuple[str, str]:
     tracemalloc.start()
     start = time.perf_counter()
     try:
-        logits = pylin.load(path).logits([1, 2, 3])
+        model = pylin.load(path)
+        context = model.config.context_length  # a context of 1 or 2 is valid: the prompt must fit it
+        logits = model.logits([1, 2, 3][: context or 3])
         finite = bool(np.isfinite(logits.numpy()).all())
         # A valid file may still give non-finite logits: a type swapped for one of the same block size
         # (F16 <-> BF16, Q4_0 <-> IQ4_NL) reads other values from the same bytes, as llama.cpp would.
