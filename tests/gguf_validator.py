@@ -266,10 +266,10 @@ def _check_llama(meta: dict, tensors: dict[str, tuple[list[int], int]]) -> None:
         raise Invalid("freq_base")
     if not _number(meta, a + "attention.layer_norm_rms_epsilon", 1e-5, False) > 0:
         raise Invalid("eps")
-    hd = _number(meta, a + "attention.key_length", -1, True)  # n_embd_head_k, default n_embd / n_head
-    if hd == -1 and (d % heads or d // heads < 2):
+    has_key_length = a + "attention.key_length" in meta  # n_embd_head_k, default n_embd / n_head
+    if not has_key_length and (d % heads or d // heads < 2):
         raise Invalid("head size")
-    hd = d // heads if hd == -1 else hd
+    hd = _number(meta, a + "attention.key_length", None, True) if has_key_length else d // heads
     if hd < 2 or _number(meta, a + "rope.dimension_count", hd, True) != hd:  # llama: n_rot == n_embd_head_k
         raise Invalid("rope dims")
     embd = [*tensors.get("token_embd.weight", ([0, 0], 0))[0], 1]
