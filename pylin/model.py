@@ -140,8 +140,8 @@ class Model:
         limit = self.config.context_length
         if limit and n_tokens > limit:
             raise PromptTooLongError(
-                f"the prompt has {n_tokens} tokens, more than the model's context of {limit} "
-                f"({self.source or self.arch}); shorten it"
+                f"the prompt has {n_tokens} tokens, more than the model's context ({limit}) of "
+                f"{self.source or self.arch}; shorten it"
             )
 
     def tokenize(self, text: str, add_bos: bool = True) -> list[int]:
