@@ -9,7 +9,10 @@
 
 MODEL defaults to pylin.default_model_path() (the Gemma 3 270M demo package).  Every bad argument ends in
 ONE line `pylin: error: …` on stderr and exit status 2 (argparse's convention), whether argparse or
-pylin finds it; anything else unexpected keeps its traceback (status 1).  Tests: tests/test_cli.py.
+pylin finds it (a bad file, its metadata, a prompt too long, an --out that cannot be written — checked
+before the analysis runs).  Anything unexpected (a bug) is one line `pylin: internal error: …` plus
+"rerun with --debug for the traceback", status 1; `--debug` anywhere on the line shows the traceback.
+Tests: tests/test_cli.py, tests/test_reliability.py.
 """
 
 from __future__ import annotations
@@ -76,6 +79,9 @@ example: pylin steer --concept "The bridge out of Marin is the Golden" \\
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="pylin", description="Decoder LLMs as exactly equivalent linear systems (detached Jacobians)."
+    )
+    p.add_argument(
+        "--debug", action="store_true", help="show the traceback of an error (anywhere on the line)"
     )
     sub = p.add_subparsers(
         dest="command", required=True, parser_class=_Parser, metavar="{analyze,steer,info,batch}"
@@ -172,10 +178,8 @@ def _analyze(args: argparse.Namespace) -> int:
     from .report import analyze
 
     progress = not args.no_progress
+    out = writable_folder(args.out, "--out")  # before the model loads and the analysis runs
     model = _load(args)
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} exists and is not a folder")
     data = analyze(
         model, args.text, k=args.k, tokens=args.tokens, layers=args.layers, out=out, method=args.method,
         top=args.top, nonlinear=args.nonlinear, progress=progress, layer_token=args.layer_token,
@@ -201,9 +205,35 @@ def _analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+def writable_folder(text: str, flag: str) -> Path:
+    """The folder `text`, created if need be and checked writable now, or a UsageError saying why not."""
+    import os
+    import tempfile
+
+    out = Path(text).expanduser()
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"{flag} {out} exists and is not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as e:
+        reason = e.strerror or type(e).__name__
+        if isinstance(e, NotADirectoryError) or (not out.exists() and any(p.is_file() for p in out.parents)):
+            reason = "a parent of it is a file"
+        raise UsageError(f"cannot write to {flag} {out}: {reason}") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise UsageError(f"cannot write to {flag} {out}: permission denied")
+    return out
+
+
 def _steer(args: argparse.Namespace) -> int:
     from . import steer
+    from .indices import finite
 
+    finite(args.strength, "--strength", bound=steer.MAX_STRENGTH)  # before the model loads
+    if args.out:
+        writable_folder(args.out, "--out")
     model = _load(args)
     if args.sweep:
         return _steer_sweep(args, model)
@@ -235,8 +265,6 @@ def _steer_report(args: argparse.Namespace, model: Any) -> int:
     """`pylin steer --out DIR`: the concept prompt's analysis with the steering section, as report.html."""
     from .report import steering_report
 
-    if Path(args.out).exists() and not Path(args.out).is_dir():
-        raise UsageError(f"--out {args.out} exists and is not a folder")
     data = steering_report(model, args.concept, args.prompt, args.layer, strength=args.strength,
                            max_new_tokens=args.max_new_tokens, inject=args.inject, skip_bos=args.skip_bos,
                            out=args.out, progress=not args.no_progress)  # fmt: skip
@@ -305,10 +333,10 @@ def _info(args: argparse.Namespace) -> int:
     if args.model is None:
         return _build(args)
     path = Path(args.model)
-    if not path.is_file():
+    if not path.exists() or path.is_dir():
         raise UsageError(
             f"no such GGUF file: {path}" + (" (pylin info reads GGUF files)" if path.is_dir() else "")
-        )
+        )  # a FIFO or a device: read_header says "not a regular file"
     try:
         lengths = [int(t) for t in args.tokens.split(",") if t.strip()]
     except ValueError:
@@ -387,17 +415,37 @@ def _memory(path: Path, n: int, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv  # anywhere on the line, not only before the command
+    args = build_parser().parse_args([a for a in argv if a != "--debug"])
     from .batch.command import main as _batch
 
     commands = {"analyze": _analyze, "steer": _steer, "info": _info, "batch": _batch}
     try:
         return commands[args.command](args)
-    except (UsageError, ValueError, FileNotFoundError, ImportError) as e:
+    except (UsageError, ValueError, FileNotFoundError, ImportError, PermissionError, IsADirectoryError) as e:
         # Every pylin validation error is a ValueError that names the problem: one line, status 2.
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        print(f"pylin: error: {msg}", file=sys.stderr)
+        if debug:
+            raise
+        print(f"pylin: error: {_one_line(e)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("pylin: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - a bug: one line and the way to see more
+        if debug:
+            raise
+        kind = "out of memory" if isinstance(e, MemoryError) else f"internal error: {type(e).__name__}"
+        print(f"pylin: {kind}: {_one_line(e)} (rerun with --debug for the traceback)", file=sys.stderr)
+        return 1
+
+
+def _one_line(e: BaseException, limit: int = 500) -> str:
+    """The first line of an exception's message, at most `limit` characters."""
+    text = str(e).splitlines()[0] if str(e).strip() else type(e).__name__
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -11,6 +11,10 @@ class GGUFError(ValueError):
     """A GGUF file that is malformed, truncated, or inconsistent with itself."""
 
 
+class MetadataError(GGUFError):
+    """A GGUF hyperparameter of the wrong type, out of its range, or inconsistent with the tensors."""
+
+
 class UnsupportedQuantTypeError(GGUFError):
     """A tensor stored in a format the kernels do not implement."""
 
@@ -33,3 +37,7 @@ class CheckpointError(ValueError):
 
 class EmptyPromptError(ValueError):
     """A prompt with no tokens."""
+
+
+class PromptTooLongError(ValueError):
+    """A prompt longer than the model's context, or whose attention would not fit in memory."""

@@ -1,31 +1,95 @@
-"""GGUF files: validated before gguf-py parses them, then read through gguf-py's GGUFReader as
-memory-mapped, zero-copy QTensor views (never a dequantized copy of a weight matrix).
+"""GGUF files: one validating parse of the header, then memory-mapped, zero-copy QTensor views of the
+tensor data (never a dequantized copy of a weight matrix).  gguf-py is not used to read files.
 
-`check_header` walks the header (key/value pairs and tensor infos) with every count and length checked
-against the file size, so a corrupt or hostile file ends in a GGUFError instead of a huge allocation or
-an endless loop inside gguf-py; it also checks that every tensor's data lies inside the file.
-Layout: ggml/docs/gguf.md (magic "GGUF", version 2/3, u64 counts, typed values, aligned tensor data).
-Tests: tests/test_gguf_errors.py (bad input and fuzz), tests/test_models.py::test_gguf_logits.
+The walk follows llama.cpp's `gguf_init_from_file_impl` (ggml/src/gguf.cpp) and refuses what it refuses:
+  - magic "GGUF", version 2 or 3; every count and length checked against the bytes left in the file
+    before anything is read or allocated (strings, arrays, n_kv, n_tensors), so a hostile count costs
+    nothing;
+  - value types 0..12, arrays of scalars or strings (no arrays of arrays), no duplicate key;
+  - general.alignment a UINT32 power of two (default 32);
+  - tensor names unique and shorter than GGML_MAX_NAME (64), 1..4 dims, every dim ≥ 1 (llama.cpp also
+    takes 0; no weight pylin reads is empty) and the element count below 2^63, a known GGML type, rows
+    of whole blocks;
+  - tensor i at the running aligned offset (the first at 0, each next one at the previous one's end
+    rounded up to the alignment) — llama.cpp: "tensor '…' has offset X, expected Y" — and every byte
+    of it inside the file.
+Error messages quote at most _QUOTE_CHARS characters of any string from the file.
+Layout: ggml/docs/gguf.md.  Tests: tests/test_gguf_errors.py, tests/test_gguf_layout.py (structured
+fuzz against tests/gguf_validator.py), tests/test_models.py::test_gguf_logits.
 """
 
 from __future__ import annotations
 
+import contextlib
 import mmap
+import os
+import stat
 import struct
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .errors import GGUFError, UnsupportedQuantTypeError
+from .errors import GGUFError, TensorShapeError, UnsupportedQuantTypeError
 from .qtensor import SUPPORTED_QTYPES, QTensor
 
-# GGUF value types -> fixed size in bytes (8: string, 9: array are variable).
-_SCALAR_SIZE = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
-_STRING, _ARRAY = 8, 9
+# GGUF value types (gguf.h: enum gguf_type) -> struct format; 8: string, 9: array are variable.
+_SCALAR_FORMAT = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q",
+                  11: "<q", 12: "<d"}  # fmt: skip
+_NUMPY_DTYPE = {0: "<u1", 1: "<i1", 2: "<u2", 3: "<i2", 4: "<u4", 5: "<i4", 6: "<f4", 7: "?", 10: "<u8",
+                11: "<i8", 12: "<f8"}  # fmt: skip
+_UINT32, _STRING, _ARRAY = 4, 8, 9
 _MAX_DIMS = 4  # GGML_MAX_DIMS
-_MAX_DEPTH = 4  # nested arrays pylin accepts
-_SMALL_ARRAY = 4096  # numeric arrays up to this length are returned by read_header (e.g. per-layer sizes)
+_MAX_NAME = 64  # GGML_MAX_NAME: llama.cpp refuses tensor names of 64 bytes or more
+_DEFAULT_ALIGNMENT = 32  # GGUF_DEFAULT_ALIGNMENT
+_INT64_MAX = (1 << 63) - 1
+_NO_DATA = np.empty(0, np.uint8)
+_QUOTE_CHARS = 64  # at most this much of a string from the file goes into a message
+_MAX_KEY = 65535  # gguf.md: a key "must be at most 2^16-1 bytes long"
+_LONG_STRING = 1 << 20  # string values longer than this are decoded when asked for, not at parse
+_SMALL_ARRAY = 4096  # read_header returns numeric arrays up to this length (per-layer settings)
+# Smallest encodings, for checking counts against the bytes left: a key/value is a key length (8),
+# a type (4) and at least a 1-byte value; a tensor info a name length (8), n_dims (4), one dim (8),
+# a type (4) and an offset (8).
+_MIN_KV_BYTES, _MIN_TENSOR_INFO_BYTES = 13, 32
+
+
+def quote(raw: bytes | str) -> str:
+    """A string from a file as it may appear in a message: repr of at most _QUOTE_CHARS characters."""
+    text = raw.decode("utf-8", "replace") if isinstance(raw, (bytes, bytearray, memoryview)) else raw
+    return repr(text) if len(text) <= _QUOTE_CHARS else repr(text[:_QUOTE_CHARS]) + f"… ({len(text)} chars)"
+
+
+class StringArray:
+    """A long array of strings, kept as offsets into the mapping; decoded when asked for."""
+
+    def __init__(self, buf: Any, starts: np.ndarray, lengths: np.ndarray) -> None:
+        self._buf, self._starts, self._lengths = buf, starts, lengths
+
+    def __len__(self) -> int:
+        return len(self._starts)
+
+    def tolist(self) -> list[str]:
+        buf = self._buf
+        pairs = zip(self._starts.tolist(), self._lengths.tolist(), strict=True)
+        return [str(buf[s : s + n], "utf-8", "replace") for s, n in pairs]
+
+
+class _LongString(StringArray):
+    """One string value over _LONG_STRING bytes, decoded when asked for."""
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """One tensor of the file: gguf order shape (ne0 first), GGML type, data byte range, zero-copy bytes."""
+
+    name: str
+    shape: tuple[int, ...]
+    tensor_type: Any  # gguf.GGMLQuantizationType
+    offset: int  # absolute byte offset of the data in the file
+    n_bytes: int
+    data: np.ndarray  # uint8 view of the mapped bytes (empty for read_header)
 
 
 class _Cursor:
@@ -34,90 +98,101 @@ class _Cursor:
     def __init__(self, buf: Any, size: int, path: Path) -> None:
         self.buf, self.size, self.pos, self.path = buf, size, 0, path
 
+    def left(self) -> int:
+        return self.size - self.pos
+
     def take(self, n: int, what: str) -> int:
-        if n < 0 or self.pos + n > self.size:
+        if n < 0 or n > self.size - self.pos:
             raise GGUFError(
                 f"{self.path}: truncated file: {what} needs {n} bytes at offset {self.pos}, "
-                f"file has {self.size}"
+                f"{self.size - self.pos} left"
             )
         start = self.pos
         self.pos += n
         return start
 
+    def scalar(self, vtype: int, what: str) -> Any:
+        fmt = _SCALAR_FORMAT[vtype]
+        return struct.unpack_from(fmt, self.buf, self.take(struct.calcsize(fmt), what))[0]
+
     def u32(self, what: str) -> int:
-        return struct.unpack_from("<I", self.buf, self.take(4, what))[0]
+        return self.scalar(_UINT32, what)
 
     def u64(self, what: str) -> int:
-        return struct.unpack_from("<Q", self.buf, self.take(8, what))[0]
+        return self.scalar(10, what)
 
-    def string(self, what: str) -> bytes:
+    def string_span(self, what: str, limit: int | None = None) -> tuple[int, int]:
+        """(start, length) of a string, checked against the file (and `limit`) before it is read."""
         n = self.u64(f"length of {what}")
-        start = self.take(n, what)
+        if n > self.left():
+            raise GGUFError(
+                f"{self.path}: {what} claims {n} bytes at offset {self.pos}, more than the "
+                f"{self.left()} left in the file"
+            )
+        if limit is not None and n > limit:
+            raise GGUFError(f"{self.path}: {what} is {n} bytes long; GGUF allows at most {limit}")
+        return self.take(n, what), n
+
+    def raw_string(self, what: str, limit: int | None = None) -> bytes:
+        start, n = self.string_span(what, limit)
         return bytes(self.buf[start : start + n])
 
-    def skip_value(self, vtype: int, what: str, depth: int = 0) -> Any:
-        if vtype in _SCALAR_SIZE:
-            start = self.take(_SCALAR_SIZE[vtype], what)
-            fmt = {
-                0: "<B",
-                1: "<b",
-                2: "<H",
-                3: "<h",
-                4: "<I",
-                5: "<i",
-                6: "<f",
-                7: "<?",
-                10: "<Q",
-                11: "<q",
-                12: "<d",
-            }
-            return struct.unpack_from(fmt[vtype], self.buf, start)[0]
+    def value(self, vtype: int, what: str, keep: bool) -> Any:
+        """One metadata value; long arrays are summarized ("[N items]") unless keep is set."""
+        if vtype in _SCALAR_FORMAT:
+            return self.scalar(vtype, what)
         if vtype == _STRING:
-            return self.string(what)
-        if vtype == _ARRAY:
-            if depth >= _MAX_DEPTH:
-                raise GGUFError(f"{self.path}: {what} nests arrays deeper than {_MAX_DEPTH}")
-            item_type = self.u32(f"item type of {what}")
-            count = self.u64(f"length of {what}")
-            if item_type in _SCALAR_SIZE and count <= _SMALL_ARRAY:  # per-layer settings: keep them
-                return [self.skip_value(item_type, what, depth + 1) for _ in range(count)]
-            if item_type in _SCALAR_SIZE:
-                self.take(count * _SCALAR_SIZE[item_type], what)
-                return f"[{count} items]"
-            if item_type not in (_STRING, _ARRAY):
-                raise GGUFError(f"{self.path}: {what} has an unknown item type {item_type}")
-            if count * 8 > self.size - self.pos:  # every string / array item takes at least 8 bytes
-                raise GGUFError(f"{self.path}: {what} claims {count} items, more than the file can hold")
-            for _ in range(count):
-                self.skip_value(item_type, what, depth + 1)
+            start, n = self.string_span(what)
+            if n > _LONG_STRING:  # read on demand: a length mangled to the rest of the file costs nothing
+                return (
+                    _LongString(self.buf, np.array([start]), np.array([n])) if keep else f"[{n}-byte string]"
+                )
+            return str(self.buf[start : start + n], "utf-8", "replace")
+        if vtype != _ARRAY:
+            raise GGUFError(f"{self.path}: {what} has an invalid GGUF value type {vtype}")
+        item_type, count = self.u32(f"item type of {what}"), self.u64(f"length of {what}")
+        if item_type == _ARRAY:
+            raise GGUFError(f"{self.path}: {what} is an array of arrays, which GGUF readers do not take")
+        if item_type in _SCALAR_FORMAT:
+            return self._scalar_array(item_type, count, what, keep)
+        if item_type == _STRING:
+            return self._string_array(count, what, keep)
+        raise GGUFError(f"{self.path}: {what} has an invalid array item type {item_type}")
+
+    def _scalar_array(self, item_type: int, count: int, what: str, keep: bool) -> Any:
+        dtype = np.dtype(_NUMPY_DTYPE[item_type])
+        if count > self.left() // dtype.itemsize:
+            raise GGUFError(f"{self.path}: {what} claims {count} items, more than the file can hold")
+        start = self.take(count * dtype.itemsize, what)
+        if count <= _SMALL_ARRAY or keep:
+            return np.frombuffer(self.buf, dtype, count, start).tolist()
+        return f"[{count} items]"
+
+    def _string_array(self, count: int, what: str, keep: bool) -> Any:
+        if count > self.left() // 8:  # every string takes at least its 8-byte length
+            raise GGUFError(f"{self.path}: {what} claims {count} strings, more than the file can hold")
+        starts, lengths = np.empty(count, np.int64), np.empty(count, np.int64)
+        buf, pos, size, unpack = self.buf, self.pos, self.size, struct.Struct("<Q").unpack_from
+        for i in range(count):  # the hot loop of a 262k-token vocabulary: kept free of method calls
+            if pos + 8 > size:
+                self.pos = pos
+                self.take(8, f"length of item {i} of {what}")
+            (n,) = unpack(buf, pos)
+            if n > size - pos - 8:
+                raise GGUFError(
+                    f"{self.path}: item {i} of {what} claims {n} bytes, more than the file can hold"
+                )
+            starts[i], lengths[i] = pos + 8, n
+            pos += 8 + n
+        self.pos = pos
+        if not keep:
             return f"[{count} items]"
-        raise GGUFError(f"{self.path}: {what} has an unknown value type {vtype}")
+        strings = StringArray(buf, starts, lengths)
+        return strings if count > _SMALL_ARRAY else strings.tolist()
 
 
-def check_header(path: Path) -> None:
-    """Raise GGUFError unless the header parses within the file and all tensor data lies inside it."""
-    read_header(path)
-
-
-def read_header(path: str | Path) -> dict[str, Any]:
-    """The validated header without gguf-py: {"version", "meta", "tensors", "file_size"}.
-
-    meta maps keys to values (strings decoded; numeric arrays of up to 4096 items as lists, longer
-    arrays — e.g. a 262k-token vocabulary — skipped by length and summarized as "[N items]"); tensors
-    are (name, shape in PyTorch order, GGML type id).  Well under a second where GGUFReader takes tens.
-    """
-    path = Path(path)
-    with open(path, "rb") as f:
-        size = f.seek(0, 2)
-        if size < 24:
-            raise GGUFError(f"{path}: file of {size} bytes is too short for a GGUF header")
-        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-            return _walk(_Cursor(buf, size, path), size, path)
-
-
-def _walk(c: _Cursor, size: int, path: Path) -> dict[str, Any]:
-    from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
-
+def _walk(c: _Cursor, keep: bool) -> dict[str, Any]:
+    path, size = c.path, c.size
     magic = bytes(c.buf[0:4])
     if magic != b"GGUF":
         raise GGUFError(f"{path}: not a GGUF file (magic {magic!r}, expected b'GGUF')")
@@ -127,213 +202,168 @@ def _walk(c: _Cursor, size: int, path: Path) -> dict[str, Any]:
         endian = " (a big-endian file?)" if version & 0xFFFF == 0 else ""
         raise GGUFError(f"{path}: unsupported GGUF version {version}{endian}; pylin reads versions 2 and 3")
     n_tensors, n_kv = c.u64("tensor count"), c.u64("key/value count")
-    if n_tensors * 24 > size or n_kv * 12 > size:  # smallest tensor info / key-value entry
+    if n_kv > c.left() // _MIN_KV_BYTES or n_tensors > c.left() // _MIN_TENSOR_INFO_BYTES:
         raise GGUFError(
             f"{path}: header claims {n_tensors} tensors and {n_kv} keys, more than the file can hold"
         )
-    alignment = 32
+    meta, alignment = _read_metadata(c, n_kv, keep)
+    infos = _read_tensor_infos(c, n_tensors)
+    data_start = -(-c.pos // alignment) * alignment
+    tensors = _place_tensors(c, infos, data_start, alignment, keep)
+    return {"version": version, "meta": meta, "tensors": tensors, "file_size": size, "alignment": alignment,
+            "data_start": data_start}  # fmt: skip
+
+
+def _read_metadata(c: _Cursor, n_kv: int, keep: bool) -> tuple[dict[str, Any], int]:
     meta: dict[str, Any] = {}
+    alignment = _DEFAULT_ALIGNMENT
     for i in range(n_kv):
-        key = c.string(f"key {i}").decode("utf-8", "replace")
-        value = c.skip_value(c.u32(f"type of {key}"), key)
-        meta[key] = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+        raw_key = c.raw_string(f"key {i}", limit=_MAX_KEY)
+        key = raw_key.decode("utf-8", "replace")
+        vtype = c.u32(f"type of key {quote(key)}")
+        value = c.value(vtype, f"key {quote(key)}", keep)
+        if key in meta:
+            raise GGUFError(f"{c.path}: duplicate key {quote(key)} (key {i})")
+        meta[key] = value
         if key == "general.alignment":
-            if not isinstance(value, int) or value <= 0 or value & (value - 1) or value > 1 << 20:
-                raise GGUFError(f"{path}: general.alignment {value!r} is not a power of two")
-            alignment = value
-    infos = []
+            alignment = _alignment(c.path, vtype, value)
+    return meta, alignment
+
+
+def _alignment(path: Path, vtype: int, value: Any) -> int:
+    # llama.cpp reads it with gguf_get_val_u32 (a UINT32 or an assertion) and takes any power of two.
+    if vtype != _UINT32:
+        raise GGUFError(f"{path}: general.alignment must be a UINT32, got value type {vtype}")
+    if value == 0 or value & (value - 1):
+        raise GGUFError(f"{path}: general.alignment {value} is not a power of two")
+    return value
+
+
+def _read_tensor_infos(c: _Cursor, n_tensors: int) -> list[tuple[str, list[int], int, int]]:
+    infos, seen = [], set()
     for i in range(n_tensors):
-        name = c.string(f"name of tensor {i}").decode("utf-8", "replace")
-        n_dims = c.u32(f"rank of {name}")
+        raw = c.raw_string(f"name of tensor {i}")
+        name = raw.decode("utf-8", "replace")
+        if len(raw) >= _MAX_NAME:
+            raise GGUFError(
+                f"{c.path}: tensor {i} name {quote(name)} is {len(raw)} bytes; GGUF allows < {_MAX_NAME}"
+            )
+        if raw in seen:
+            raise GGUFError(f"{c.path}: duplicate tensor name {quote(name)} (tensor {i})")
+        seen.add(raw)
+        n_dims = c.u32(f"rank of tensor {quote(name)}")
         if not 1 <= n_dims <= _MAX_DIMS:
-            raise GGUFError(f"{path}: tensor {name!r} has rank {n_dims}; GGUF allows 1..{_MAX_DIMS}")
-        dims = [c.u64(f"shape of {name}") for _ in range(n_dims)]
-        type_id, offset = c.u32(f"type of {name}"), c.u64(f"offset of {name}")
+            raise GGUFError(f"{c.path}: tensor {quote(name)} has rank {n_dims}; GGUF allows 1..{_MAX_DIMS}")
+        dims = [c.u64(f"shape of tensor {quote(name)}") for _ in range(n_dims)]
+        type_id, offset = c.u32(f"type of tensor {quote(name)}"), c.u64(f"offset of tensor {quote(name)}")
+        infos.append((name, dims, type_id, offset))
+    return infos
+
+
+def _place_tensors(c: _Cursor, infos: list, data_start: int, alignment: int, keep: bool) -> list[TensorInfo]:
+    from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+
+    path, expected, tensors = c.path, 0, []
+    for name, dims, type_id, offset in infos:
+        shown = quote(name)
         try:
             qtype = GGMLQuantizationType(type_id)
-        except ValueError:
+            block, block_bytes = GGML_QUANT_SIZES[qtype]
+        except (ValueError, KeyError):
             raise UnsupportedQuantTypeError(
-                f"{path}: tensor {name!r} has unknown GGML type id {type_id} (newer than this gguf-py?); "
+                f"{path}: tensor {shown} has unknown GGML type id {type_id}; "
                 f"pylin's kernels support {', '.join(SUPPORTED_QTYPES)}"
             ) from None
-        infos.append((name, dims, qtype, offset))
-    data_start = -(-c.pos // alignment) * alignment
-    for name, dims, qtype, offset in infos:
-        block, nbytes = GGML_QUANT_SIZES[qtype]
-        count = int(np.prod(dims, dtype=object))
-        if count <= 0 or dims[0] % block:
+        if min(dims) < 1 or int(np.prod(dims, dtype=object)) > _INT64_MAX:
             raise GGUFError(
-                f"{path}: tensor {name!r} has shape {dims}, not whole {qtype.name} blocks of {block}"
+                f"{path}: tensor {shown} has shape {dims}: every dim must be ≥ 1, the count < 2^63"
             )
-        end = data_start + offset + count // block * nbytes
-        if end > size:
+        if dims[0] % block:
             raise GGUFError(
-                f"{path}: tensor {name!r} data ends at byte {end}, outside the file ({size} bytes)"
+                f"{path}: tensor {shown} has rows of {dims[0]} values, "
+                f"not whole {qtype.name} blocks of {block}"
             )
-    tensors = [(name, dims[::-1], int(qtype)) for name, dims, qtype, _ in infos]
-    return {"version": version, "meta": meta, "tensors": tensors, "file_size": size}
+        n_bytes = int(np.prod(dims, dtype=object)) // block * block_bytes
+        if offset != expected:
+            raise GGUFError(f"{path}: tensor {shown} has offset {offset}, expected {expected}")
+        start = data_start + offset
+        if start + n_bytes > c.size:
+            raise GGUFError(
+                f"{path}: tensor {shown} data ends at byte {start + n_bytes}, "
+                f"outside the file ({c.size} bytes)"
+            )
+        tensors.append(TensorInfo(name, tuple(dims), qtype, start, n_bytes, _NO_DATA))
+        expected = offset + -(-n_bytes // alignment) * alignment
+    if keep:  # views only once the whole layout is valid: a live view would pin the mapping open
+        tensors = [replace(t, data=c.buf[t.offset : t.offset + t.n_bytes]) for t in tensors]
+    return tensors
 
 
-_LAZY_ARRAY_MIN = 256  # arrays at least this long are read lazily (vocabulary, scores, merges)
+def _parse(path: Path, keep: bool) -> tuple[dict[str, Any], Any]:
+    """(walk result, the open mmap or None)."""
+    _require_regular(path)  # before open(): opening a FIFO would wait for a writer
+    with open(path, "rb") as f:
+        size = f.seek(0, 2)
+        if size < 24:
+            raise GGUFError(f"{path}: file of {size} bytes is too short for a GGUF header")
+        # GGUFFile keeps an np.memmap (tensor views are its slices); read_header a plain mapping it closes.
+        buf = np.memmap(f, np.uint8, "r") if keep else mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    try:
+        result = _walk(_Cursor(buf, size, path), keep)
+    finally:
+        if not keep:
+            with contextlib.suppress(BufferError):  # a frame still holding a view keeps it open
+                buf.close()
+    return result, buf if keep else None
 
 
-def _fast_reader_class() -> type:
-    """gguf-py's GGUFReader with cheaper metadata: plain ndarray views instead of np.memmap ones, and
-    long arrays (Gemma's 262k-token vocabulary, its scores and token types) kept as one lazy field each
-    instead of one or two numpy views per item.
+def _require_regular(path: Path) -> None:
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no such GGUF file: {path}") from None
+    if not stat.S_ISREG(mode):
+        is_device = stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+        kind = (
+            "a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode)
+            else "a device" if is_device else "a special file"
+        )  # fmt: skip
+        raise GGUFError(f"{path}: not a regular file ({kind}); a GGUF model is a file pylin memory-maps")
 
-    The stock reader takes ~15 s and ~180 MB of Python objects for Gemma's vocabulary; this one
-    ~0.2 s and a few MB.  A lazy field answers `contents()` straight from the mapping and builds
-    gguf-py's per-item `parts` / `data` only when someone asks for them (tests/test_gguf_errors.py
-    compares every field with the stock reader's).  pylin falls back to the stock reader if
-    gguf-py's internals change.
+
+def check_header(path: str | Path) -> None:
+    """Raise GGUFError unless the header parses within the file and the tensor layout is valid."""
+    read_header(path)
+
+
+def read_header(path: str | Path) -> dict[str, Any]:
+    """The validated header, data unread: {"version", "meta", "tensors", "file_size", "alignment",
+    "data_start"}.
+
+    meta maps keys to values (strings decoded; numeric arrays of up to 4096 items as lists, longer
+    arrays — e.g. a 262k-token vocabulary — checked and summarized as "[N items]"); tensors are
+    (name, shape in PyTorch order, GGML type id).  The same walk as GGUFFile's, so `pylin info` and
+    `pylin.load` refuse the same files with the same message.
     """
-    import sys
-
-    from gguf import GGUFReader, GGUFValueType
-    from gguf.gguf_reader import ReaderField
-
-    class LazyArrayField(ReaderField):
-        """A long array value: item views are made on demand, never stored."""
-
-        def __new__(
-            cls,
-            offset: int,
-            name: str,
-            head: list,
-            types: list,
-            reader: Any,
-            start: int,
-            count: int,
-            string_starts: np.ndarray | None,
-        ) -> LazyArrayField:
-            self = super().__new__(cls, offset, name, head, [], types)
-            self._reader, self._start, self._count, self._string_starts = reader, start, count, string_starts
-            return self
-
-        def _values(self) -> np.ndarray:
-            r = self._reader
-            return r._get(self._start + 12, r.gguf_scalar_to_np[self.types[-1]], self._count)
-
-        def _items(self) -> list[np.ndarray]:
-            if self._string_starts is None:
-                values = self._values()
-                return [values[i : i + 1] for i in range(self._count)]
-            plain, items = self._reader.__dict__["_plain"], []
-            for s in self._string_starts.tolist():
-                (n,) = struct.unpack_from("<Q", plain, s)
-                items += [plain[s : s + 8].view(np.uint64), plain[s + 8 : s + 8 + n]]
-            return items
-
-        @property
-        def parts(self) -> list[np.ndarray]:  # type: ignore[override]
-            r = self._reader
-            head = [r._get(self._start, np.uint32), r._get(self._start + 4, np.uint64)]
-            return [*super().parts, *head, *self._items()]
-
-        @property
-        def data(self) -> list[int]:  # type: ignore[override]
-            step = 1 if self._string_starts is None else 2
-            first = len(super().parts) + 2 + step - 1
-            return list(range(first, first + step * self._count, step))
-
-        def contents(self, index_or_slice: int | slice = slice(None)) -> Any:
-            if self._string_starts is None:
-                return self._values()[index_or_slice].tolist()
-            plain = self._reader.__dict__["_plain"]
-            starts = self._string_starts[index_or_slice]
-
-            def text(s: int) -> str:
-                (n,) = struct.unpack_from("<Q", plain, s)
-                return str(plain[s + 8 : s + 8 + n].tobytes(), encoding="utf-8")
-
-            return text(int(starts)) if np.ndim(starts) == 0 else [text(s) for s in starts.tolist()]
-
-    class FastGGUFReader(GGUFReader):
-        def _get(self, offset: int, dtype: Any, count: int = 1, override_order: Any = None) -> np.ndarray:
-            plain = self.__dict__.get("_plain")
-            if plain is None:
-                plain = self.__dict__["_plain"] = self.data.view(np.ndarray)
-            dtype, count = np.dtype(dtype), int(count)
-            arr = plain[offset : offset + dtype.itemsize * count].view(dtype)[:count]
-            order = self.byte_order if override_order is None else override_order
-            if order == "I" or (order == "<" and sys.byteorder == "little"):
-                return arr
-            return arr.view(arr.dtype.newbyteorder(order))
-
-        def _build_fields(self, offs: int, count: int) -> int:
-            # gguf-py's loop, with long arrays of strings or scalars made lazy.
-            for _ in range(count):
-                orig_offs = offs
-                kv_klen, kv_kdata = self._get_str(offs)
-                offs += int(kv_klen.nbytes + kv_kdata.nbytes)
-                raw_kv_type = self._get(offs, np.uint32)
-                offs += int(raw_kv_type.nbytes)
-                head, name = [kv_klen, kv_kdata, raw_kv_type], str(bytes(kv_kdata), encoding="utf-8")
-                lazy = self._lazy_array(orig_offs, name, head, offs, int(raw_kv_type[0]))
-                if lazy is not None:
-                    field, size = lazy
-                else:
-                    size, parts, idxs, types = self._get_field_parts(offs, raw_kv_type[0])
-                    field = ReaderField(orig_offs, name, head + parts, [i + len(head) for i in idxs], types)
-                self._push_field(field, skip_sum=True)
-                offs += size
-            return offs
-
-        def _lazy_array(self, orig_offs: int, name: str, head: list, offs: int, raw_type: int) -> Any:
-            """(field, byte size) for a long flat array in native byte order, else None."""
-            if raw_type != GGUFValueType.ARRAY or self.byte_order != "I" or sys.byteorder != "little":
-                return None
-            item_type, count = int(self._get(offs, np.uint32)[0]), int(self._get(offs + 4, np.uint64)[0])
-            if count < _LAZY_ARRAY_MIN:
-                return None
-            types = [GGUFValueType.ARRAY, GGUFValueType(item_type)]
-            if item_type == GGUFValueType.STRING:
-                starts, end = self._string_starts(offs + 12, count)
-                size = end - offs
-            elif item_type in self.gguf_scalar_to_np:
-                starts, size = None, 12 + count * np.dtype(self.gguf_scalar_to_np[item_type]).itemsize
-            else:
-                return None
-            return LazyArrayField(orig_offs, name, head, types, self, offs, count, starts), size
-
-        def _string_starts(self, offs: int, count: int) -> tuple[np.ndarray, int]:
-            plain, starts = self.__dict__["_plain"], np.empty(count, dtype=np.int64)
-            for i in range(count):
-                starts[i] = offs
-                (n,) = struct.unpack_from("<Q", plain, offs)
-                offs += 8 + n
-            return starts, offs
-
-    return FastGGUFReader
-
-
-_READ_ERRORS = (ValueError, KeyError, IndexError, TypeError, struct.error, OverflowError, UnicodeDecodeError)
-
-
-def _read(path: Path) -> Any:
-    from gguf import GGUFReader
-
-    try:
-        return _fast_reader_class()(str(path), "r")
-    except _READ_ERRORS:
-        pass
-    try:
-        return GGUFReader(str(path), "r")
-    except _READ_ERRORS as e:
-        raise GGUFError(f"{path}: gguf-py cannot parse the file: {e}") from e
+    head, _ = _parse(Path(path), keep=False)
+    head["tensors"] = [(t.name, list(t.shape[::-1]), int(t.tensor_type)) for t in head["tensors"]]
+    return head
 
 
 class GGUFFile:
-    """A validated GGUF file: metadata accessors and zero-copy tensor views."""
+    """A validated GGUF file: metadata accessors and zero-copy tensor views of its mapping.
+
+    The mapping stays open while any tensor view lives: truncating the file meanwhile makes the next
+    read of a lost page kill the process with SIGBUS (docs/reliability.md)."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        if not self.path.is_file():
+        if not self.path.exists():
             raise FileNotFoundError(f"no such GGUF file: {self.path}")
-        check_header(self.path)
-        self.reader = _read(self.path)
-        self.tensors = {t.name: t for t in self.reader.tensors}
+        head, self._mmap = _parse(self.path, keep=True)
+        self.version: int = head["version"]
+        self.meta: dict[str, Any] = head["meta"]
+        self.tensors: dict[str, TensorInfo] = {t.name: t for t in head["tensors"]}
         self.arch = self.get_str("general.architecture", "")
         if not self.arch:
             raise GGUFError(f"{self.path}: no general.architecture key")
@@ -341,21 +371,19 @@ class GGUFFile:
     # ---- metadata ----------------------------------------------------------------------------------
 
     def has(self, key: str) -> bool:
-        return key in self.reader.fields
+        return key in self.meta
 
     def get(self, key: str, default: Any = None) -> Any:
-        field = self.reader.fields.get(key)
-        if field is None:
-            return default
-        try:
-            return field.contents()
-        except (ValueError, IndexError, UnicodeDecodeError) as e:
-            raise GGUFError(f"{self.path}: unreadable value of {key!r}: {e}") from e
+        value = self.meta.get(key, default)
+        if isinstance(value, _LongString):
+            return value.tolist()[0]
+        return value.tolist() if isinstance(value, StringArray) else value
 
-    def _typed(self, key: str, default: Any, kind: type, names: str) -> Any:
+    def _typed(self, key: str, default: Any, kind: type | tuple[type, ...], names: str) -> Any:
         value = self.get(key, default)
         if isinstance(value, bool) or not isinstance(value, kind):
-            raise GGUFError(f"{self.path}: {key} should be {names}, got {value!r}")
+            shown = quote(value) if isinstance(value, str) else repr(value)[:_QUOTE_CHARS]
+            raise GGUFError(f"{self.path}: {key} should be {names}, got {shown}")
         return value
 
     def get_int(self, key: str, default: int) -> int:
@@ -387,9 +415,15 @@ class GGUFFile:
         return name in self.tensors
 
     def tensor_shape(self, name: str) -> tuple[int, ...] | None:
-        """PyTorch-order shape (rows, K) of a tensor, or None if absent."""
+        """PyTorch-order shape (rows, K) of a tensor, or None if absent.  Trailing GGUF dims of 1 are
+        dropped, as llama.cpp's shape check (llama_model_loader::check_tensor_dims) ignores them."""
         t = self.tensors.get(name)
-        return None if t is None else tuple(int(s) for s in reversed(t.shape.tolist()))
+        if t is None:
+            return None
+        shape = list(t.shape)
+        while len(shape) > 1 and shape[-1] == 1:
+            shape.pop()
+        return tuple(reversed(shape))
 
     def qtensor(self, name: str) -> QTensor:
         """A zero-copy view of a stored tensor in its format."""
@@ -402,10 +436,8 @@ class GGUFFile:
             )
         if qtype == "NVFP4":
             self._refuse_nvfp4_tensor_scales(name)
-        shape = self.tensor_shape(name)
-        data = t.data if t.data.dtype == np.uint8 else t.data.view(np.uint8)
         try:
-            return QTensor(data, qtype, shape, name)
+            return QTensor(t.data, qtype, self.tensor_shape(name), name)
         except ValueError as e:
             raise GGUFError(f"{self.path}: tensor {name!r}: {e}") from e
 
@@ -449,4 +481,9 @@ class GGUFSource:
     def norm(self, name: str) -> Any:
         import torch  # lazily: `pylin info` reads headers through this module without torch
 
+        shape = self.gguf.tensor_shape(name)
+        if shape is not None and len(shape) != 1:
+            raise TensorShapeError(
+                f"{self.gguf.path}: tensor {name!r} has shape {shape}; a norm weight is 1-D"
+            )
         return torch.from_numpy(self.gguf.float_tensor(name))

@@ -11,11 +11,12 @@ is silently truncated (issue: `[2.9, 651.7]` used to mean `[2, 651]`).  Tests: t
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["integer", "index", "indices", "is_integer"]
+__all__ = ["integer", "index", "indices", "is_integer", "finite"]
 
 
 def integer(value: Any, what: str, *, low: int | None = None, high: int | None = None) -> int:
@@ -29,6 +30,17 @@ def integer(value: Any, what: str, *, low: int | None = None, high: int | None =
     if high is not None and v > high:
         bound = f"at most {high}" if low is None else f"in {low}..{high}"
         raise ValueError(f"{what} must be {bound}, got {v}")
+    return v
+
+
+def finite(value: Any, what: str, *, bound: float) -> float:
+    """`value` as a float, refusing bools, non-numbers, NaN, ±inf and |value| > bound (naming the bound)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        if not (type(value).__module__.startswith("torch") and getattr(value, "numel", lambda: 0)() == 1):
+            raise ValueError(f"{what} must be a number, got {value!r}")
+    v = float(value)
+    if not math.isfinite(v) or abs(v) > bound:
+        raise ValueError(f"{what} must be a finite number with |{what}| ≤ {bound:g}, got {v!r}")
     return v
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -35,16 +36,29 @@ except ValueError as error:
 _QTYPE_IDS = QTYPE_IDS
 
 
-_thread_override: int | None = None
+# Thread counts, safe to use from several Python threads at once (docs/reliability.md):
+#  - the native kernels take their thread count per call (csrc/cpu/parallel.h), and the pool runs one
+#    job at a time behind a mutex, so concurrent calls are correct and only queue;
+#  - a kernel_threads block pins the count for ITS thread (a thread-local), never for the others;
+#  - torch's count is process-wide: the first block to enter (in any thread) sets it, the last to leave
+#    restores it, under a lock; while any block runs, num_threads() elsewhere still answers the count
+#    torch had before, not the temporary one.
+_pinned = threading.local()
+_torch_lock = threading.Lock()
+_torch_blocks = 0  # kernel_threads blocks running now, all threads together
+_torch_before: int | None = None  # torch's thread count before the first of them
 
 
 def num_threads() -> int:
-    """Threads the kernels use: torch's setting when torch is loaded, else OMP_NUM_THREADS or all cores."""
-    if _thread_override is not None:
-        return _thread_override
+    """Threads the kernels use: torch's setting when torch is loaded, else OMP_NUM_THREADS or all cores
+    (inside kernel_threads: the count pinned when the block began)."""
+    pinned = getattr(_pinned, "threads", None)
+    if pinned is not None:
+        return pinned
     torch = sys.modules.get("torch")
     if torch is not None:
-        return max(1, torch.get_num_threads())
+        before = _torch_before
+        return max(1, before if _torch_blocks and before is not None else torch.get_num_threads())
     env = os.environ.get("OMP_NUM_THREADS", "")
     return max(1, int(env)) if env.isdigit() else (os.cpu_count() or 1)
 
@@ -59,22 +73,36 @@ def kernel_threads(torch_threads: int = 1) -> Iterator[None]:
     kernels they steal the cores the kernels' threads need (measured on the 2-core dev machine under
     load: a Gemma 3 270M last-token Jacobian 7.4 s with both threaded, 1.0 s like this).  The
     engine's own torch work (elementwise scalings, attention mixing) is a few percent of its time.
-    torch's thread setting is process-wide: it is restored on exit.
+    torch's setting is process-wide: a block changes it only while no other thread is inside a block
+    (a nested block of the same thread may), and the last block to leave restores torch's own setting;
+    a block that starts while another thread's runs keeps the setting it finds.
     """
-    global _thread_override
+    global _torch_blocks, _torch_before
     torch = sys.modules.get("torch")
-    previous_override, threads = _thread_override, num_threads()
-    previous_torch = torch.get_num_threads() if torch is not None else None
-    wanted = max(1, min(torch_threads, threads))
-    _thread_override = threads
-    if torch is not None and previous_torch != wanted:
-        torch.set_num_threads(wanted)
+    threads = num_threads()
+    previous_pin, depth = getattr(_pinned, "threads", None), getattr(_pinned, "depth", 0)
+    _pinned.threads, _pinned.depth = threads, depth + 1
+    restore = None
+    with _torch_lock:
+        if torch is not None and _torch_blocks == depth:  # no other thread is inside a block
+            if _torch_blocks == 0:
+                _torch_before = torch.get_num_threads()
+            wanted, now = max(1, min(torch_threads, threads)), torch.get_num_threads()
+            if wanted != now:
+                torch.set_num_threads(wanted)
+                restore = now
+        _torch_blocks += 1
     try:
         yield
     finally:
-        _thread_override = previous_override
-        if torch is not None and previous_torch != wanted:
-            torch.set_num_threads(previous_torch)
+        _pinned.threads, _pinned.depth = previous_pin, depth
+        with _torch_lock:
+            _torch_blocks -= 1
+            if torch is not None and _torch_before is not None:
+                if _torch_blocks == 0:  # the last block of all: torch's own setting back
+                    restore, _torch_before = _torch_before, None
+                if restore is not None and torch.get_num_threads() != restore:
+                    torch.set_num_threads(restore)
 
 
 # ---- ISA variants -------------------------------------------------------------------------------

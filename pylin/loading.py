@@ -74,6 +74,8 @@ def load(
     torch_dtype, device = _dtype(dtype), _check_device(device)
     if quantize is not None:
         writable_qtype(quantize)  # before any file is read: says which formats pylin writes
+    if not isinstance(source, (str, os.PathLike)) or not str(source).strip():
+        raise ValueError(f"pylin.load needs the path of a GGUF file or a Hugging Face folder, got {source!r}")
     path = Path(source).expanduser()
     if not path.exists():
         raise FileNotFoundError(f"no such model file or folder: {path}")

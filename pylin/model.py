@@ -17,7 +17,7 @@ import torch
 
 from . import forward as forward_pass
 from .architectures.base import ArchConfig
-from .errors import EmptyPromptError
+from .errors import EmptyPromptError, PromptTooLongError
 from .indices import integer
 from .qtensor import QTensor
 
@@ -121,8 +121,9 @@ class Model:
     @property
     def tokenizer(self) -> Any:
         """The tokenizer (built on first use: a GGUF vocabulary takes seconds to convert)."""
-        if self._tokenizer is None and self._tokenizer_factory is not None:
-            self._tokenizer = self._tokenizer_factory()
+        factory = self._tokenizer_factory  # read once: two threads may both build it, neither fails
+        if self._tokenizer is None and factory is not None:
+            self._tokenizer = factory()
             self._tokenizer_factory = None
         return self._tokenizer
 
@@ -134,15 +135,27 @@ class Model:
             )
         return tok
 
+    def check_length(self, n_tokens: int) -> None:
+        """Refuse a prompt longer than the model's context (config.context_length; 0: unknown)."""
+        limit = self.config.context_length
+        if limit and n_tokens > limit:
+            raise PromptTooLongError(
+                f"the prompt has {n_tokens} tokens, more than the model's context ({limit}) of "
+                f"{self.source or self.arch}; shorten it"
+            )
+
     def tokenize(self, text: str, add_bos: bool = True) -> list[int]:
         """Token ids of text, with the BOS token first when the model uses one and add_bos is set."""
         from .tokenizer import encode
 
-        if isinstance(text, str) and not text:
+        if not isinstance(text, str):
+            raise ValueError(f"the prompt must be text (str), got {type(text).__name__}")
+        if not text.strip():  # a blank string would still tokenize to [BOS]: no prompt
             raise EmptyPromptError("the prompt is empty")
         ids = encode(self._need_tokenizer(), text, add_bos=add_bos, bos_token_id=self.config.bos_token_id)
         if not ids:
             raise EmptyPromptError("the prompt has no tokens")
+        self.check_length(len(ids))
         return ids
 
     def decode(self, ids: Sequence[int] | int) -> str:
@@ -170,6 +183,7 @@ class Model:
         ids = [integer(i, "token id") for i in raw]
         if not ids:
             raise EmptyPromptError("the prompt has no tokens")
+        self.check_length(len(ids))
         vocab = self.weights.token_embd.shape[0]
         bad = [i for i in ids if not 0 <= i < vocab]
         if bad:
@@ -188,10 +202,18 @@ class Model:
             x = x * self.config.embed_scale
         return x
 
-    def forward(self, x: torch.Tensor, **kw: Any) -> forward_pass.ForwardResult:
-        """The decoder forward (pylin.forward.forward) on this model's stored weights."""
-        from .kernels import kernel_threads
+    def forward(
+        self, x: torch.Tensor, *, memory_budget: int | str | None = None, **kw: Any
+    ) -> forward_pass.ForwardResult:
+        """The decoder forward (pylin.forward.forward) on this model's stored weights.
 
+        Refused before it starts (PromptTooLongError, with the numbers) when its attention would not
+        fit in memory_budget, or in the memory available now (pylin.planner.check_forward_memory)."""
+        from .kernels import kernel_threads
+        from .planner import check_forward_memory
+
+        check_forward_memory(self.config, int(x.shape[0]), x.element_size(), record=bool(kw.get("record")),
+                             device=str(x.device), memory_budget=memory_budget)  # fmt: skip
         with kernel_threads():  # the cores go to the kernels; torch's pool would spin against them
             return forward_pass.forward(self, self.weights, x, **kw)
 

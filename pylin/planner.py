@@ -24,6 +24,7 @@ Tests: tests/test_planner.py.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -35,6 +36,9 @@ CONTEXT_RESERVE = 3 << 29  # 1.5 GiB: CUDA context (~0.5 GiB on an H100), cuBLAS
 SPLIT_PARTIAL_FACTOR = 8  # the VJP kernel's workspace: at most ~8 split partials of 16 x K floats
 _SIZES = {"tib": 2**40, "gib": 2**30, "mib": 2**20, "kib": 2**10, "tb": 10**12, "gb": 10**9, "mb": 10**6,
           "kb": 10**3, "t": 2**40, "g": 2**30, "m": 2**20, "k": 2**10, "b": 1}  # fmt: skip
+
+
+_MAX_BYTES = 1 << 60
 
 
 class DoesNotFitError(ValueError):
@@ -93,21 +97,29 @@ class Plan:
 
 
 def parse_bytes(size: int | str) -> int:
-    """Bytes from an int or a string like '80GiB', '80GB', '24G', '512MiB'."""
-    if isinstance(size, int):
-        if size <= 0:
-            raise ValueError(f"a memory size must be positive, got {size}")
-        return size
-    text = str(size).strip().lower().replace(" ", "")
-    for unit, factor in _SIZES.items():
-        if text.endswith(unit):
-            try:
-                value = float(text[: -len(unit)])
-            except ValueError:
-                break
-            if value > 0:
-                return int(value * factor)
-    raise ValueError(f"cannot read memory size {size!r}; use bytes or e.g. '80GiB', '24GB', '512MiB'")
+    """Bytes from an int or a string like '80GiB', '80GB', '24G', '512MiB' — the one parser of every
+    memory size pylin takes (memory_budget, --gpu-memory).  At least one byte, at most 2^60."""
+    from .indices import is_integer
+
+    if is_integer(size):
+        value, text = float(int(size)), str(int(size))
+        factor = 1
+    elif isinstance(size, str):
+        text = size.strip().lower().replace(" ", "")
+        unit = next((u for u in _SIZES if text.endswith(u)), "")
+        factor = _SIZES.get(unit, 1)
+        try:
+            value = float(text[: len(text) - len(unit)])
+        except ValueError:
+            value = math.nan
+    else:
+        raise ValueError(f"a memory size must be an integer of bytes or a string like '2GiB', got {size!r}")
+    if not math.isfinite(value) or value * factor < 1 or value * factor > _MAX_BYTES:
+        raise ValueError(
+            f"cannot use memory size {size!r}: it must be a finite size from 1 byte to 1 EiB, "
+            f"e.g. 536870912, '512MiB', '24GB', '80GiB'"
+        )
+    return int(value * factor)
 
 
 def _size(n: int) -> str:
@@ -193,13 +205,19 @@ def per_vector_bytes(s: ModelShape, positions: int, dtype_bytes: int = 4) -> int
     return positions * width * dtype_bytes
 
 
-def workspace_bytes(s: ModelShape, tokens: int, dtype_bytes: int = 4) -> int:
-    """The forward's transient peak in one layer plus the VJP kernel's split partials."""
+def forward_transient_bytes(s: ModelShape, tokens: int, dtype_bytes: int = 4) -> int:
+    """The forward's transient peak inside one layer: scores and probabilities (heads·n² each, the
+    n² part that makes long prompts expensive), q/k/v, gate/up, the residual work."""
     n = tokens
     q_kv = n * (s.n_heads + 2 * s.n_kv_heads) * s.head_dim
-    forward = (2 * s.n_heads * n * n + 3 * n * s.d_ff + 2 * q_kv + 4 * n * s.d_model) * dtype_bytes
+    return (2 * s.n_heads * n * n + 3 * n * s.d_ff + 2 * q_kv + 4 * n * s.d_model) * dtype_bytes
+
+
+def workspace_bytes(s: ModelShape, tokens: int, dtype_bytes: int = 4) -> int:
+    """The forward's transient peak in one layer plus the VJP kernel's split partials."""
+    forward = forward_transient_bytes(s, tokens, dtype_bytes)
     vjp_partials = SPLIT_PARTIAL_FACTOR * 16 * max(s.d_ff, s.d_model) * dtype_bytes
-    logits = s.vocab_size * n * 4  # the LM head's output at every position (model.logits)
+    logits = s.vocab_size * tokens * 4  # the LM head's output at every position (model.logits)
     return forward + vjp_partials + logits
 
 
@@ -273,3 +291,59 @@ def format_plan(p: Plan) -> str:
         p.message(),
     ]
     return "\n".join(lines)
+
+
+# ---- the forward on this machine -------------------------------------------------------------------
+
+
+def model_shape(config: Any) -> ModelShape:
+    """The ModelShape of a pylin ArchConfig."""
+    return ModelShape(config.n_layers, config.d_model, config.n_heads, config.n_kv_heads, config.head_dim,
+                      config.d_ff, config.vocab_size)  # fmt: skip
+
+
+def available_memory(device: str = "cpu") -> int:
+    """Bytes a new allocation can get now: the GPU's free memory, or the host's MemAvailable."""
+    if str(device).startswith("cuda"):
+        import torch
+
+        return int(torch.cuda.mem_get_info(torch.device(device))[0])
+    try:
+        for line in open("/proc/meminfo").read().splitlines():  # noqa: SIM115 - a tiny read
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def check_forward_memory(
+    config: Any, tokens: int, dtype_bytes: int, *, record: bool, device: str = "cpu",
+    memory_budget: int | str | None = None,
+) -> None:  # fmt: skip
+    """Refuse, before anything is allocated, a forward whose attention would not fit: its transient peak
+    (2·heads·n² scores and probabilities in one layer) plus, with record=True (what linearize keeps),
+    heads·n² probabilities and the residual records of every layer — against memory_budget when given,
+    else the memory available now."""
+    from .errors import PromptTooLongError
+
+    s = model_shape(config)
+    need = forward_transient_bytes(s, tokens, dtype_bytes) + (
+        frozen_bytes(s, tokens, dtype_bytes) if record else 0
+    )
+    limit = available_memory(device) if memory_budget is None else parse_bytes(memory_budget)
+    if need > limit:
+        what = "the forward and the frozen state linearize keeps" if record else "the forward"
+        remedy = "shorten the prompt or free memory" + (
+            "" if record else f", or pass memory_budget='{_suggest(need)}' (logits / forward) to try anyway"
+        )
+        source = "memory_budget" if memory_budget is not None else "the memory available now"
+        raise PromptTooLongError(
+            f"a prompt of {tokens} tokens needs {_size(need)} for {what} (attention grows as "
+            f"{s.n_heads} heads × n² × {dtype_bytes} B per layer, {s.n_layers} layers), more than {source} "
+            f"({_size(limit)}); {remedy}"
+        )
+
+
+def _suggest(n: int) -> str:
+    return f"{max(1, math.ceil(n / 2**30))}GiB"

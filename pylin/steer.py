@@ -30,7 +30,12 @@ from typing import Any, Literal
 import torch
 
 from .generation import continuation_text, eos_token_ids, greedy, next_logits_function
-from .indices import index, integer
+from .indices import finite, index, integer
+
+# |λ| above which steering is refused: at λ = 1000 the added vector is 500× the hidden state's norm, so
+# the prompt no longer matters; larger values only walk toward float32 overflow (λ = 1e300 gave NaN
+# logits and a run of <pad> tokens).
+MAX_STRENGTH = 1000.0
 
 __all__ = [
     "SteeringOperator",
@@ -253,6 +258,7 @@ def steered_logits(
 ) -> torch.Tensor:
     """Next-token logits of a prompt with the steering operator applied (all positions steered): the last
     position's (vocab,), or every position's (n, vocab) with all_positions."""
+    strength = finite(strength, "strength", bound=MAX_STRENGTH)
     tokens = model.token_ids(text_or_ids)
     hook = None if steer is None else steer.hook(model, tokens, strength)
     hidden = model.forward(model.embed(tokens), resid_hook=hook).hidden
@@ -289,6 +295,8 @@ def generate(
     use_cache: bool = True,
 ) -> Generation:
     """Greedy continuation of `prompt` steered by `steer` at strength λ (KV-cached unless use_cache=False)."""
+    strength = finite(strength, "strength", bound=MAX_STRENGTH)
+    max_new_tokens = integer(max_new_tokens, "max_new_tokens", low=0)
     tokens = model.token_ids(prompt)
 
     def hook_for(ids: list[int], offset: int) -> Any:

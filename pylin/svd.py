@@ -33,6 +33,7 @@ from typing import Any, Literal
 
 import torch
 
+from .indices import integer, is_integer
 from .operators import (
     Stacked,
     Token,
@@ -304,14 +305,17 @@ def svd(
     power_iters: passes after the first (default: "krylov" iterates to `tol`, "randomized" uses 4).
     seed: the Gaussian start block's seed.  progress: a tqdm bar over per-token passes.
     """
-    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+    if not is_integer(k) or int(k) < 1:  # numpy / torch integer scalars too; floats and bools refused
         raise ValueError(f"k must be a positive integer, got {k!r}")
+    k = int(k)
+    max_iters = integer(max_iters, "max_iters", low=1)
+    seed = integer(seed, "seed")
+    if not (isinstance(tol, (int, float)) and math.isfinite(tol) and tol > 0):
+        raise ValueError(f"tol must be a finite number > 0, got {tol!r}")
     if method not in ("auto", "krylov", "randomized", "exact"):
         raise ValueError(f"method must be 'auto', 'krylov', 'randomized' or 'exact', got {method!r}")
-    if oversample is not None and (not isinstance(oversample, int) or oversample < 0):
-        raise ValueError(f"oversample must be a non-negative integer, got {oversample!r}")
-    if power_iters is not None and (not isinstance(power_iters, int) or power_iters < 0):
-        raise ValueError(f"power_iters must be a non-negative integer, got {power_iters!r}")
+    oversample = None if oversample is None else integer(oversample, "oversample", low=0)
+    power_iters = None if power_iters is None else integer(power_iters, "power_iters", low=0)
     tokens, label = resolve_tokens(op, token)
     concat = label == "concat"
     d_in = op.d_in * (op.n_tokens if concat else 1)

@@ -59,6 +59,7 @@ class ArchConfig:
     final_logit_softcap: float | None = None
     bos_token_id: int | None = None
     eos_token_id: int | list[int] | None = None
+    context_length: int = 0  # positions the model was trained for (GGUF context_length); 0: unknown
 
     def __post_init__(self) -> None:
         if self.attn_scale == 0.0:
@@ -80,6 +81,7 @@ class Family:
     activation: str = "silu"
     gguf_rope_style: str = "neox"  # llama.cpp's converter permutes Q/K rows for "norm" families
     fused: bool = False  # phi3: qkv_proj and gate_up_proj
+    partial_rotary: bool = False  # phi3: RoPE on part of each head (else rope.dimension_count == head size)
     hf_norm_offset: float = 0.0  # gemma: the effective weight is 1 + w (GGUF stores it already added)
     embed_scale_sqrt_d: bool = False
     tie_default: bool = False
@@ -137,7 +139,7 @@ def config_from_hf(family: Family, cfg: dict[str, Any]) -> ArchConfig:
     head_dim = int(cfg.get("head_dim") or d // h)
     n_layers = int(cfg["num_hidden_layers"])
     types = hf_layer_types(cfg, n_layers)
-    max_pos = int(cfg.get("max_position_embeddings") or 0)
+    max_pos = int(cfg.get("max_position_embeddings") or 0)  # also the context length
     ropes = {t: make_rope(hf_rope_params(cfg, t), head_dim, max_positions=max_pos) for t in set(types)}
     window = cfg.get("sliding_window")
     tie = cfg.get("tie_word_embeddings")
@@ -163,6 +165,7 @@ def config_from_hf(family: Family, cfg: dict[str, Any]) -> ArchConfig:
         final_logit_softcap=cfg.get("final_logit_softcapping"),
         bos_token_id=cfg.get("bos_token_id"),
         eos_token_id=cfg.get("eos_token_id"),
+        context_length=max_pos,
     )
     return family.hf_config_hook(config, cfg) if family.hf_config_hook else config
 
@@ -179,13 +182,12 @@ def _float32(value: float) -> float:
 
 def config_from_gguf(family: Family, meta: Any) -> ArchConfig:
     """ArchConfig from a GGUF file's metadata (`meta` is a pylin.gguf_file.GGUFFile)."""
+    from .metadata import check_gguf_metadata
+
     arch = meta.arch
-    d = meta.require_int(f"{arch}.embedding_length")
-    h = meta.require_int(f"{arch}.attention.head_count")
-    n_layers = meta.require_int(f"{arch}.block_count")
-    head_dim = meta.get_int(f"{arch}.attention.key_length", d // h if h else 0)
-    kv = meta.get_int(f"{arch}.attention.head_count_kv", h)
-    rotary = meta.get_int(f"{arch}.rope.dimension_count", head_dim)
+    checked = check_gguf_metadata(family, meta)  # types, ranges and the rules between keys, or MetadataError
+    d, h, n_layers = checked["embedding_length"], checked["attention.head_count"], checked["block_count"]
+    head_dim, kv, rotary = checked["head_dim"], checked["head_count_kv"], checked["rotary"]
     params: dict[str, Any] = {
         "rope_theta": meta.get_float(f"{arch}.rope.freq_base", 10000.0),
         "rotary_dim": rotary,
@@ -213,6 +215,7 @@ def config_from_gguf(family: Family, meta: Any) -> ArchConfig:
         head_dim=head_dim,
         d_ff=meta.require_int(f"{arch}.feed_forward_length"),
         vocab_size=embd[0] if embd else 0,
+        context_length=checked["context_length"] or 0,
         norm_eps=meta.get_float(f"{arch}.attention.layer_norm_rms_epsilon", 1e-6),
         rope=[rope] * n_layers,
         sliding_window=[window] * n_layers,

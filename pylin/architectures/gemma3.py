@@ -13,6 +13,7 @@ from typing import Any
 
 from ..rope import make_rope
 from .base import ArchConfig, Family
+from .metadata import sliding_window_pattern
 
 
 def _hf(config: ArchConfig, cfg: dict[str, Any]) -> ArchConfig:
@@ -20,19 +21,9 @@ def _hf(config: ArchConfig, cfg: dict[str, Any]) -> ArchConfig:
     return replace(config, attn_scale=float(scalar) ** -0.5)
 
 
-def _gguf_pattern(meta: Any, n_layers: int) -> list[bool]:
-    """True for sliding-window (local) layers."""
-    key = f"{meta.arch}.attention.sliding_window_pattern"
-    value = meta.get(key)
-    if isinstance(value, list):
-        return [bool(v) for v in value][:n_layers]
-    period = int(value) if value else 6
-    return [bool((i + 1) % period) for i in range(n_layers)]
-
-
 def _gguf(config: ArchConfig, meta: Any) -> ArchConfig:
     arch = meta.arch
-    local = _gguf_pattern(meta, config.n_layers)
+    local = sliding_window_pattern(meta, config.n_layers, default_period=6)
     window = config.sliding_window[0]
     theta_local = meta.get_float(f"{arch}.rope.freq_base_swa", 10000.0)
     local_rope = make_rope(

@@ -40,5 +40,6 @@ FAMILY = Family(
     hf_norms={"attn_norm": "input_layernorm", "mlp_norm": "post_attention_layernorm"},
     gguf_norms={"attn_norm": "attn_norm", "mlp_norm": "ffn_norm"},
     fused=True,
+    partial_rotary=True,
     gguf_config_hook=_gguf_longrope,
 )
