@@ -407,7 +407,14 @@ def test_steering_grid(models: list[Path], tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "extra",
-    [["--k", "0"], ["--steer-layer", "0"], ["--workers", "2"], ["--layers", "7"], ["--engine", "spark"]],
+    [
+        ["--k", "0"],
+        ["--steer-layer", "0"],
+        ["--workers", "2"],
+        ["--layers", "7"],
+        ["--engine", "spark"],
+        ["--out", "/dev/null/runs"],
+    ],  # fmt: skip
 )
 def test_cli_bad_arguments(
     extra: list[str], models: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]

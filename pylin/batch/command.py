@@ -83,8 +83,10 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> int:
+    from ..cli import writable_folder
     from . import run
 
+    writable_folder(args.out, "--out")  # before any model loads
     steer = None
     if args.steer_concept is not None or args.steer_layer is not None:
         if args.steer_concept is None or args.steer_layer is None:
