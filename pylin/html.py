@@ -15,6 +15,8 @@ from __future__ import annotations
 import html
 from typing import Any
 
+from .table import cell_text
+
 __all__ = [
     "attribution_html",
     "generation_html",
@@ -29,22 +31,12 @@ _CELL = "border:1px solid #ddd;padding:1px 6px;text-align:left;vertical-align:to
 _esc = html.escape
 
 
-def _cell(v: Any) -> str:
-    if v is None:
-        return "—"
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    if isinstance(v, (list, tuple)):
-        return ", ".join(_cell(x) for x in v)
-    return str(v)
-
-
 def _table(head: list[str], rows: list[list[Any]], caption: str = "", note: str = "") -> str:
     cap = f'<caption style="text-align:left;font-weight:bold">{_esc(caption)}</caption>' if caption else ""
     th = "".join(f'<th style="{_CELL};background:#f4f6f8">{_esc(h)}</th>' for h in head)
     body = "".join(
         "<tr>"
-        + "".join(f'<td style="{_CELL}">{c if isinstance(c, _Raw) else _esc(_cell(c))}</td>' for c in r)
+        + "".join(f'<td style="{_CELL}">{c if isinstance(c, _Raw) else _esc(cell_text(c))}</td>' for c in r)
         + "</tr>"
         for r in rows
     )

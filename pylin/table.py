@@ -55,7 +55,7 @@ class Table:
         return pd.DataFrame(self.to_dicts())
 
     def __str__(self) -> str:
-        cells = [[_cell(r.get(c)) for c in self.display] for r in self.rows]
+        cells = [[cell_text(r.get(c)) for c in self.display] for r in self.rows]
         widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(self.display)]
         widths = [min(w, 48) for w in widths]
         lines = [self.title] if self.title else []
@@ -87,13 +87,14 @@ def _plain(v: Any) -> Any:
     return v
 
 
-def _cell(v: Any) -> str:
+def cell_text(v: Any) -> str:
+    """A table cell as text (the console table and the notebook view both print cells this way)."""
     if v is None:
         return "—"
     if isinstance(v, float):
         return f"{v:.4g}"
     if isinstance(v, (list, tuple)):
-        return ", ".join(_cell(x) for x in v)
+        return ", ".join(cell_text(x) for x in v)
     return str(v)
 
 
