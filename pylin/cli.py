@@ -254,11 +254,19 @@ def _steer(args: argparse.Namespace) -> int:
         progress=progress,
         use_cache=use_cache,
     )
-    where = f"into block {op.inject_layer}'s input"
-    print(f"concept {args.concept!r}, J of block {op.layer}'s output {where}, λ = {args.strength:g}")
-    print(f"unsteered: {args.prompt}{base.text}")
-    print(f"steered:   {args.prompt}{steered.text}")
+    _print_steering(
+        args.concept, op.layer, op.inject_layer, args.strength, args.prompt, base.text, steered.text
+    )
     return 0
+
+
+def _print_steering(
+    concept: str, layer: int, inject_layer: int, strength: float, prompt: str, unsteered: str, steered: str
+) -> None:
+    into = f"into block {inject_layer}'s input"
+    print(f"concept {concept!r}, J of block {layer}'s output {into}, λ = {strength:g}")
+    print(f"unsteered: {prompt}{unsteered}")
+    print(f"steered:   {prompt}{steered}")
 
 
 def _steer_report(args: argparse.Namespace, model: Any) -> int:
@@ -269,10 +277,8 @@ def _steer_report(args: argparse.Namespace, model: Any) -> int:
                            max_new_tokens=args.max_new_tokens, inject=args.inject, skip_bos=args.skip_bos,
                            out=args.out, progress=not args.no_progress)  # fmt: skip
     s = data["steering"]
-    print(f"concept {s['concept']!r}, J of block {s['layer']}'s output into block {s['inject_layer']}'s "
-          f"input, λ = {s['strength']:g}")  # fmt: skip
-    print(f"unsteered: {s['prompt']}{s['unsteered']}")
-    print(f"steered:   {s['prompt']}{s['steered']}")
+    _print_steering(s["concept"], s["layer"], s["inject_layer"], s["strength"], s["prompt"], s["unsteered"],
+                    s["steered"])  # fmt: skip
     print(f"report: {Path(args.out) / 'report.html'}")
     return 0
 
